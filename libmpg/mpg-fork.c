@@ -1,0 +1,362 @@
+/* mpg-fork.c
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <gio/gio.h>
+#include <glib-unix.h>
+
+#include "mpg-fork-private.h"
+
+#ifndef SYS_pidfd_open
+# define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+# define SYS_pidfd_send_signal 424
+#endif
+
+/* fork_lock serialises forks with the creation and closing of the library's
+ * fds, so that no child is ever forked holding a half-registered fd, and
+ * guards the registry and the fork function. */
+static GMutex fork_lock;
+static GArray *library_fds;
+static MpgForkFunc fork_func;
+static gpointer fork_func_data;
+static GDestroyNotify fork_func_destroy;
+
+int
+_mpg_pidfd_open (pid_t pid)
+{
+  return (int) syscall (SYS_pidfd_open, pid, 0);
+}
+
+int
+_mpg_pidfd_send_signal (int pidfd,
+                        int sig)
+{
+  return (int) syscall (SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+void
+_mpg_write_all (int           fd,
+                const guint8 *data,
+                gsize         len)
+{
+  while (len > 0)
+    {
+      gssize n = write (fd, data, len);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return;
+      data += n;
+      len -= n;
+    }
+}
+
+void
+_mpg_fork_set_func (MpgForkFunc    func,
+                    gpointer       user_data,
+                    GDestroyNotify destroy)
+{
+  GDestroyNotify old_destroy;
+  gpointer old_data;
+
+  g_mutex_lock (&fork_lock);
+  old_destroy = fork_func_destroy;
+  old_data = fork_func_data;
+  fork_func = func;
+  fork_func_data = user_data;
+  fork_func_destroy = destroy;
+  g_mutex_unlock (&fork_lock);
+
+  if (old_destroy != NULL)
+    old_destroy (old_data);
+}
+
+static void
+register_fd_locked (int fd)
+{
+  if (library_fds == NULL)
+    library_fds = g_array_new (FALSE, FALSE, sizeof (int));
+  g_array_append_val (library_fds, fd);
+}
+
+static void
+unregister_fd_locked (int fd)
+{
+  for (guint i = 0; library_fds != NULL && i < library_fds->len; i++)
+    {
+      if (g_array_index (library_fds, int, i) == fd)
+        {
+          g_array_remove_index_fast (library_fds, i);
+          return;
+        }
+    }
+}
+
+/*
+ * _mpg_fork_pipe:
+ *
+ * Creates a close-on-exec pipe whose ends are registered as library fds:
+ * children forked later close them, unless they are the child's own.
+ */
+gboolean
+_mpg_fork_pipe (int      fds[2],
+                GError **error)
+{
+  gboolean ret;
+
+  g_mutex_lock (&fork_lock);
+  ret = g_unix_open_pipe (fds, FD_CLOEXEC, error);
+  if (ret)
+    {
+      register_fd_locked (fds[0]);
+      register_fd_locked (fds[1]);
+    }
+  g_mutex_unlock (&fork_lock);
+
+  return ret;
+}
+
+/*
+ * _mpg_fork_close_fd:
+ * @fd: (inout): a registered fd, or -1
+ *
+ * Unregisters and closes *@fd, and sets it to -1.
+ */
+void
+_mpg_fork_close_fd (int *fd)
+{
+  if (*fd < 0)
+    return;
+
+  g_mutex_lock (&fork_lock);
+  unregister_fd_locked (*fd);
+  close (*fd);
+  *fd = -1;
+  g_mutex_unlock (&fork_lock);
+}
+
+static void
+reset_signals (void)
+{
+  struct sigaction sa;
+  sigset_t all;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++)
+    {
+      if (sig == SIGKILL || sig == SIGSTOP)
+        continue;
+      /* Fails harmlessly for the signals the C library reserves. */
+      sigaction (sig, &sa, NULL);
+    }
+
+  sigemptyset (&all);
+  sigprocmask (SIG_SETMASK, &all, NULL);
+}
+
+static void
+child_setup (int   child_fd,
+             pid_t parent_pid)
+{
+  reset_signals ();
+
+  /* Die with the parent. The signal follows the forking thread, which is
+   * why forks only happen from long-lived threads (see _mpg_fork()). If the
+   * parent died before prctl() took effect, nobody will send it: leave now. */
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
+    _exit (1);
+
+  /* Close the parent-side ends of other children's channels, so that their
+   * end of file is seen when they exit, and forget them. */
+  for (guint i = 0; library_fds != NULL && i < library_fds->len; i++)
+    {
+      int fd = g_array_index (library_fds, int, i);
+
+      if (fd != child_fd)
+        close (fd);
+    }
+  if (library_fds != NULL)
+    g_array_set_size (library_fds, 0);
+}
+
+typedef struct
+{
+  int child_fd;
+  MpgChildMain child_main;
+  gpointer data;
+  pid_t pid;
+  int saved_errno;
+  gboolean done;
+} ForkRequest;
+
+/* Called with fork_lock held; returns in the parent only. */
+static void
+do_fork_locked (ForkRequest *req)
+{
+  pid_t parent_pid = getpid ();
+  pid_t pid;
+
+  errno = 0;
+  if (fork_func != NULL)
+    {
+      pid = fork_func (fork_func_data);
+      /* A binding's fork function that failed may still return 0 (e.g. an
+       * exception turned into a default value): only the child is the child. */
+      if (pid == 0 && getpid () == parent_pid)
+        pid = -1;
+    }
+  else
+    pid = fork ();
+
+  if (pid == 0)
+    {
+      g_mutex_unlock (&fork_lock);
+      child_setup (req->child_fd, parent_pid);
+      req->child_main (req->data);
+      _exit (1);
+    }
+
+  req->pid = pid;
+  req->saved_errno = pid < 0 ? (errno != 0 ? errno : EAGAIN) : 0;
+}
+
+static void
+do_fork (ForkRequest *req)
+{
+  g_mutex_lock (&fork_lock);
+  do_fork_locked (req);
+  g_mutex_unlock (&fork_lock);
+}
+
+/* PR_SET_PDEATHSIG fires when the thread that forked exits. Forks from the
+ * main thread are safe; other threads (GTask workers, which GLib retires
+ * when idle) hand the fork to this one thread, which lives as long as the
+ * process. */
+static GMutex fork_thread_lock;
+static GCond fork_thread_cond;
+static GQueue fork_requests = G_QUEUE_INIT;
+static GThread *fork_thread;
+static pid_t fork_thread_owner;
+
+static gpointer
+fork_thread_main (gpointer data)
+{
+  for (;;)
+    {
+      ForkRequest *req;
+
+      g_mutex_lock (&fork_thread_lock);
+      while (g_queue_is_empty (&fork_requests))
+        g_cond_wait (&fork_thread_cond, &fork_thread_lock);
+      req = g_queue_pop_head (&fork_requests);
+      g_mutex_unlock (&fork_thread_lock);
+
+      do_fork (req);
+
+      g_mutex_lock (&fork_thread_lock);
+      req->done = TRUE;
+      g_cond_broadcast (&fork_thread_cond);
+      g_mutex_unlock (&fork_thread_lock);
+    }
+
+  return NULL;
+}
+
+static void
+fork_on_fork_thread (ForkRequest *req)
+{
+  g_mutex_lock (&fork_thread_lock);
+  /* A child forked from a thread of its parent has no fork thread. */
+  if (fork_thread == NULL || fork_thread_owner != getpid ())
+    {
+      fork_thread = g_thread_new ("mpg-fork", fork_thread_main, NULL);
+      fork_thread_owner = getpid ();
+    }
+  g_queue_push_tail (&fork_requests, req);
+  g_cond_broadcast (&fork_thread_cond);
+  while (!req->done)
+    g_cond_wait (&fork_thread_cond, &fork_thread_lock);
+  g_mutex_unlock (&fork_thread_lock);
+}
+
+/*
+ * _mpg_fork:
+ * @child_fd: a registered fd the child keeps (its end of a channel), or -1
+ * @child_main: what the child runs after its set-up; it must not return
+ * @data: data for @child_main
+ * @out_pid: (out): the child's pid
+ * @out_pidfd: (out): a pidfd of the child, registered as a library fd
+ * @error: return location for a #GError
+ *
+ * Forks a child. In the child: signal dispositions and mask reset, death
+ * with the parent arranged, library fds other than @child_fd closed, then
+ * @child_main. Returns in the parent only.
+ */
+gboolean
+_mpg_fork (int            child_fd,
+           MpgChildMain   child_main,
+           gpointer       data,
+           pid_t         *out_pid,
+           int           *out_pidfd,
+           GError       **error)
+{
+  ForkRequest req = { child_fd, child_main, data, -1, 0, FALSE };
+  int pidfd;
+
+  if (gettid () == getpid ())
+    do_fork (&req);
+  else
+    fork_on_fork_thread (&req);
+
+  if (req.pid < 0)
+    {
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (req.saved_errno),
+                   "Could not fork: %s", g_strerror (req.saved_errno));
+      return FALSE;
+    }
+
+  g_mutex_lock (&fork_lock);
+  pidfd = _mpg_pidfd_open (req.pid);
+  if (pidfd >= 0)
+    {
+      fcntl (pidfd, F_SETFD, FD_CLOEXEC);
+      register_fd_locked (pidfd);
+    }
+  g_mutex_unlock (&fork_lock);
+
+  if (pidfd < 0)
+    {
+      int saved_errno = errno;
+
+      /* Without a pidfd the child cannot be waited for safely: end it now. */
+      kill (req.pid, SIGKILL);
+      while (waitpid (req.pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not open a pidfd (Linux 5.4 or later is needed): %s",
+                   g_strerror (saved_errno));
+      return FALSE;
+    }
+
+  *out_pid = req.pid;
+  *out_pidfd = pidfd;
+  return TRUE;
+}

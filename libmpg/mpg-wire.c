@@ -1,0 +1,226 @@
+/* mpg-wire.c
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include <string.h>
+
+#include "mpg-error.h"
+#include "mpg-wire-private.h"
+
+static inline void
+put_u32 (guint8  *p,
+         guint32  v)
+{
+  v = GUINT32_TO_LE (v);
+  memcpy (p, &v, 4);
+}
+
+static inline guint32
+get_u32 (const guint8 *p)
+{
+  guint32 v;
+
+  memcpy (&v, p, 4);
+  return GUINT32_FROM_LE (v);
+}
+
+/*
+ * _mpg_wire_encode:
+ * @value: a value (a floating reference is sunk)
+ *
+ * Returns: (transfer full): one frame holding @value in normal form.
+ */
+GBytes *
+_mpg_wire_encode (GVariant *value)
+{
+  g_autoptr(GVariant) normal = NULL;
+  const char *type;
+  gsize type_len;
+  gsize data_len;
+  guint8 *buf;
+
+  g_return_val_if_fail (value != NULL, NULL);
+
+  g_variant_ref_sink (value);
+  normal = g_variant_get_normal_form (value);
+  g_variant_unref (value);
+
+  type = g_variant_get_type_string (normal);
+  type_len = strlen (type);
+  data_len = g_variant_get_size (normal);
+
+  g_return_val_if_fail (type_len <= MPG_WIRE_MAX_TYPE, NULL);
+  g_return_val_if_fail (data_len <= G_MAXUINT32, NULL);
+
+  buf = g_malloc (MPG_WIRE_HEADER_SIZE + type_len + data_len);
+  memcpy (buf, MPG_WIRE_MAGIC, 4);
+  put_u32 (buf + 4, 0);
+  put_u32 (buf + 8, type_len);
+  put_u32 (buf + 12, data_len);
+  memcpy (buf + MPG_WIRE_HEADER_SIZE, type, type_len);
+  g_variant_store (normal, buf + MPG_WIRE_HEADER_SIZE + type_len);
+
+  return g_bytes_new_take (buf, MPG_WIRE_HEADER_SIZE + type_len + data_len);
+}
+
+/*
+ * _mpg_wire_decode:
+ * @data: (array length=len): received bytes, starting at a frame boundary
+ * @len: how many bytes @data holds
+ * @max_frame: the largest frame (header included) to accept
+ * @out_value: (out) (transfer full): the decoded value, or %NULL if @data does
+ *   not hold a whole frame yet
+ * @out_consumed: (out): how many bytes of @data the frame used (0 if incomplete)
+ * @error: return location for a #GError
+ *
+ * Decodes the first frame of @data. Every length is checked before anything
+ * is allocated, so hostile bytes cost at most @max_frame bytes of memory.
+ * Only a valid, definite type string and data in normal form are accepted:
+ * whatever is returned can be used without further checks.
+ *
+ * Returns: %FALSE with @error set if @data does not start with a valid frame;
+ *   %TRUE otherwise (with *@out_value %NULL while the frame is incomplete).
+ */
+gboolean
+_mpg_wire_decode (const guint8  *data,
+                  gsize          len,
+                  gsize          max_frame,
+                  GVariant     **out_value,
+                  gsize         *out_consumed,
+                  GError       **error)
+{
+  g_autofree char *type_string = NULL;
+  g_autoptr(GBytes) bytes = NULL;
+  g_autoptr(GVariant) value = NULL;
+  guint32 flags, type_len, data_len;
+  guint64 frame_len;
+  const char *endptr = NULL;
+
+  g_return_val_if_fail (data != NULL || len == 0, FALSE);
+  g_return_val_if_fail (out_value != NULL, FALSE);
+  g_return_val_if_fail (out_consumed != NULL, FALSE);
+
+  *out_value = NULL;
+  *out_consumed = 0;
+
+  /* Check the magic as soon as its first byte is there, so that a stream of
+   * garbage is refused at once rather than waited on. */
+  if (memcmp (data, MPG_WIRE_MAGIC, MIN (len, 4)) != 0)
+    {
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                           "Not a libmpg message (bad magic)");
+      return FALSE;
+    }
+
+  if (len < MPG_WIRE_HEADER_SIZE)
+    return TRUE;
+
+  flags = get_u32 (data + 4);
+  type_len = get_u32 (data + 8);
+  data_len = get_u32 (data + 12);
+
+  if (flags != 0)
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                   "Unsupported message flags 0x%x", flags);
+      return FALSE;
+    }
+
+  if (type_len == 0 || type_len > MPG_WIRE_MAX_TYPE)
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                   "Invalid type string length %u", type_len);
+      return FALSE;
+    }
+
+  frame_len = (guint64) MPG_WIRE_HEADER_SIZE + type_len + data_len;
+  if (frame_len > max_frame)
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE,
+                   "Message of %" G_GUINT64_FORMAT " bytes exceeds the maximum of %" G_GSIZE_FORMAT,
+                   frame_len, max_frame);
+      return FALSE;
+    }
+
+  if (len < MPG_WIRE_HEADER_SIZE + type_len)
+    return TRUE;
+
+  type_string = g_strndup ((const char *) data + MPG_WIRE_HEADER_SIZE, type_len);
+  if (strlen (type_string) != type_len ||
+      !g_variant_type_string_scan (type_string, NULL, &endptr) ||
+      *endptr != '\0' ||
+      !g_variant_type_is_definite (G_VARIANT_TYPE (type_string)))
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                   "Invalid or indefinite type string in message");
+      return FALSE;
+    }
+
+  if (len < frame_len)
+    return TRUE;
+
+  bytes = g_bytes_new (data + MPG_WIRE_HEADER_SIZE + type_len, data_len);
+  value = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type_string), bytes, FALSE));
+  if (!g_variant_is_normal_form (value))
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                   "Message of type %s is not in normal form", type_string);
+      return FALSE;
+    }
+
+  *out_value = g_steal_pointer (&value);
+  *out_consumed = frame_len;
+  return TRUE;
+}
+
+/*
+ * _mpg_wire_error_to_variant:
+ * @error: an error
+ *
+ * Returns: (transfer floating): @error as `(sis)`: domain name, code, message
+ */
+GVariant *
+_mpg_wire_error_to_variant (const GError *error)
+{
+  const char *domain = g_quark_to_string (error->domain);
+
+  return g_variant_new ("(sis)",
+                        domain ? domain : "",
+                        error->code,
+                        error->message ? error->message : "");
+}
+
+/*
+ * _mpg_wire_error_from_variant:
+ * @variant: a `(sis)` from _mpg_wire_error_to_variant()
+ *
+ * Rebuilds the error in this process: the same domain if this process knows
+ * a quark of that name (it was registered here, or existed when the sender
+ * was forked), or %MPG_ERROR_REMOTE naming the remote domain and code.
+ *
+ * Returns: (transfer full): the error
+ */
+GError *
+_mpg_wire_error_from_variant (GVariant *variant)
+{
+  const char *domain;
+  const char *message;
+  gint32 code;
+  GQuark quark;
+
+  g_return_val_if_fail (g_variant_is_of_type (variant, G_VARIANT_TYPE ("(sis)")), NULL);
+
+  g_variant_get (variant, "(&si&s)", &domain, &code, &message);
+
+  quark = domain[0] != '\0' ? g_quark_try_string (domain) : 0;
+  if (quark != 0)
+    return g_error_new_literal (quark, code, message);
+
+  return g_error_new (MPG_ERROR, MPG_ERROR_REMOTE, "%s:%d: %s",
+                      domain[0] != '\0' ? domain : "unknown-domain", code, message);
+}
