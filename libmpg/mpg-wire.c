@@ -63,7 +63,9 @@ _mpg_wire_encode (GVariant *value)
   put_u32 (buf + 8, type_len);
   put_u32 (buf + 12, data_len);
   memcpy (buf + MPG_WIRE_HEADER_SIZE, type, type_len);
-  g_variant_store (normal, buf + MPG_WIRE_HEADER_SIZE + type_len);
+  /* g_variant_store() needs an aligned destination; the data may not be. */
+  if (data_len > 0)
+    memcpy (buf + MPG_WIRE_HEADER_SIZE + type_len, g_variant_get_data (normal), data_len);
 
   return g_bytes_new_take (buf, MPG_WIRE_HEADER_SIZE + type_len + data_len);
 }
@@ -195,29 +197,59 @@ _mpg_wire_error_to_variant (const GError *error)
                         error->message ? error->message : "");
 }
 
+/* Error domains are quarks, which are never freed: a hostile peer must not
+ * be able to grow the quark table without bound. */
+#define MAX_REMOTE_DOMAINS 256
+#define MAX_DOMAIN_LEN     128
+
+static gboolean
+domain_name_is_valid (const char *domain)
+{
+  gsize len = 0;
+
+  for (const char *p = domain; *p != '\0'; p++, len++)
+    {
+      if (!g_ascii_isalnum (*p) && *p != '-' && *p != '_' && *p != '.')
+        return FALSE;
+    }
+
+  return len > 0 && len <= MAX_DOMAIN_LEN;
+}
+
 /*
  * _mpg_wire_error_from_variant:
  * @variant: a `(sis)` from _mpg_wire_error_to_variant()
  *
- * Rebuilds the error in this process: the same domain if this process knows
- * a quark of that name (it was registered here, or existed when the sender
- * was forked), or %MPG_ERROR_REMOTE naming the remote domain and code.
+ * Rebuilds the error in this process with the same domain, code and
+ * message. The domain is found by name; error quarks are registered
+ * lazily, so a domain this process has not used yet is registered here,
+ * and then matches when the program first uses it. Only the first few
+ * hundred such domains are accepted (so that a hostile peer cannot grow
+ * the quark table), and only plausible names: past that, or for an odd
+ * name, the error is %MPG_ERROR_REMOTE naming the remote domain and code.
  *
  * Returns: (transfer full): the error
  */
 GError *
 _mpg_wire_error_from_variant (GVariant *variant)
 {
+  static gint n_remote_domains;
   const char *domain;
   const char *message;
   gint32 code;
-  GQuark quark;
+  GQuark quark = 0;
 
   g_return_val_if_fail (g_variant_is_of_type (variant, G_VARIANT_TYPE ("(sis)")), NULL);
 
   g_variant_get (variant, "(&si&s)", &domain, &code, &message);
 
-  quark = domain[0] != '\0' ? g_quark_try_string (domain) : 0;
+  if (domain_name_is_valid (domain))
+    {
+      quark = g_quark_try_string (domain);
+      if (quark == 0 && g_atomic_int_add (&n_remote_domains, 1) < MAX_REMOTE_DOMAINS)
+        quark = g_quark_from_string (domain);
+    }
+
   if (quark != 0)
     return g_error_new_literal (quark, code, message);
 
