@@ -328,7 +328,7 @@ _mpg_fork (int            child_fd,
 
   if (req.pid < 0)
     {
-      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (req.saved_errno),
+      g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FORK,
                    "Could not fork: %s", g_strerror (req.saved_errno));
       return FALSE;
     }

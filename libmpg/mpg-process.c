@@ -1081,8 +1081,9 @@ child_main (gpointer data)
  *
  * A process can be started once. Starting a closed process, a process
  * that was started already, or a process from within a daemon process, is
- * an error (%MPG_ERROR_CLOSED, %MPG_ERROR_INVALID_STATE). The spawn and
- * forkserver start methods are not available yet (%G_IO_ERROR_NOT_SUPPORTED).
+ * an error (%MPG_ERROR_CLOSED, %MPG_ERROR_INVALID_STATE). A failed fork is
+ * %G_SPAWN_ERROR_FORK. The spawn and forkserver start methods are not
+ * available yet (%G_IO_ERROR_NOT_SUPPORTED).
  *
  * As Python's `start()`, this also reaps children of this process that
  * ended and that nobody joined.
