@@ -195,6 +195,10 @@ child_setup (int   child_fd,
     }
   if (library_fds != NULL)
     g_array_set_size (library_fds, 0);
+
+  /* The child's own end is a library fd that its children must not hold. */
+  if (child_fd >= 0)
+    register_fd_locked (child_fd);
 }
 
 typedef struct
@@ -303,7 +307,8 @@ fork_on_fork_thread (ForkRequest *req)
  * @child_main: what the child runs after its set-up; it must not return
  * @data: data for @child_main
  * @out_pid: (out): the child's pid
- * @out_pidfd: (out): a pidfd of the child, registered as a library fd
+ * @out_pidfd: (out): a pidfd of the child, registered as a library fd, or
+ *   -1 if the kernel has no pidfds
  * @error: return location for a #GError
  *
  * Forks a child. In the child: signal dispositions and mask reset, death
@@ -342,7 +347,10 @@ _mpg_fork (int            child_fd,
     }
   g_mutex_unlock (&fork_lock);
 
-  if (pidfd < 0)
+  /* Without pidfds (an old kernel, or valgrind, which does not know the
+   * system call) the caller falls back to the end of file of the child's
+   * channel, as Python's sentinels do. */
+  if (pidfd < 0 && errno != ENOSYS)
     {
       int saved_errno = errno;
 

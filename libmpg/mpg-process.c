@@ -289,6 +289,7 @@ poll_locked (MpgProcess *self)
 {
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
   siginfo_t info;
+  int r;
 
   if (priv->state != STATE_RUNNING || priv->kind != KIND_CHILD ||
       priv->owner_pid != getpid ())
@@ -296,12 +297,23 @@ poll_locked (MpgProcess *self)
 
   drain_result_locked (self);
 
-  memset (&info, 0, sizeof info);
-  while (waitid (P_PIDFD, priv->pidfd, &info, WEXITED | WNOHANG) < 0)
-    {
-      if (errno == EINTR)
-        continue;
+  /* Without a pidfd, the end of file of the channel, which the child holds
+   * until it exits, says that it is exiting: then wait for it. */
+  if (priv->pidfd < 0 && !priv->result_eof)
+    return FALSE;
 
+  memset (&info, 0, sizeof info);
+  do
+    {
+      if (priv->pidfd >= 0)
+        r = waitid (P_PIDFD, priv->pidfd, &info, WEXITED | WNOHANG);
+      else
+        r = waitid (P_PID, priv->pid, &info, WEXITED);
+    }
+  while (r < 0 && errno == EINTR);
+
+  if (r < 0)
+    {
       /* Someone else reaped our child (a waitpid(-1) elsewhere in the
        * program, or SIGCHLD ignored): the status is lost. */
       g_warning ("%s (pid %d) was reaped outside libmpg; its exit code is unknown",
@@ -309,7 +321,6 @@ poll_locked (MpgProcess *self)
       info.si_pid = priv->pid;
       info.si_code = CLD_EXITED;
       info.si_status = 255;
-      break;
     }
 
   if (info.si_pid == 0)
@@ -956,7 +967,12 @@ mpg_process_get_sentinel (MpgProcess *self)
   g_return_val_if_fail (MPG_IS_PROCESS (self), -1);
 
   g_mutex_lock (&priv->mutex);
-  fd = priv->closed ? -1 : priv->pidfd;
+  if (priv->closed)
+    fd = -1;
+  else if (priv->pidfd >= 0)
+    fd = priv->pidfd;
+  else
+    fd = priv->result_fd;   /* no pidfds: the channel ends when the child does */
   g_mutex_unlock (&priv->mutex);
 
   return fd;
@@ -991,61 +1007,23 @@ mpg_process_run (MpgProcess  *self,
   return result;
 }
 
-/* Runs in the child, after _mpg_fork()'s set-up. */
-static void
-child_main (gpointer data)
+/* What a child inherited from its ancestors and must keep, unused: their
+ * children and current process objects. Kept reachable, so that a leak
+ * checker does not count them as lost. */
+static GPtrArray *inherited;
+
+/* Runs the process's code in the child and sends the outcome to the
+ * parent. Returns the exit code. */
+static int
+child_run (MpgProcess *self,
+           int         result_fd)
 {
-  MpgProcess *self = data;
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
-  g_autoptr(GMainContext) context = NULL;
+  g_autoptr(GMainContext) context = g_main_context_new ();
   g_autoptr(GVariant) result = NULL;
   g_autoptr(GBytes) frame = NULL;
-  GError *error = NULL;
-  MpgProcess *old_current;
-  int result_fd = priv->result_fd;
+  g_autoptr(GError) error = NULL;
 
-  /* Locks other threads of the parent held at fork time stay locked in
-   * the child, which has only this thread: start them afresh. */
-  g_mutex_init (&G_LOCK_NAME (globals));
-  g_mutex_init (&priv->mutex);
-
-  /* This process is now the child. The parent's children are not ours:
-   * their fds were closed by the fork set-up; leak their objects rather
-   * than finalise them with fd numbers that may be reused. */
-  G_LOCK (globals);
-  children = NULL;
-  process_counter = 1;
-  current_identity = priv->identity;
-  old_current = current_process;
-  current_process = self;
-  G_UNLOCK (globals);
-
-  constructing_kind = KIND_PARENT;
-  parent_process = g_object_new (MPG_TYPE_PROCESS,
-                                 "name", old_current ? mpg_process_get_name (old_current) : "MainProcess",
-                                 NULL);
-  constructing_kind = KIND_CHILD;
-  {
-    MpgProcessPrivate *ppriv = mpg_process_get_instance_private (parent_process);
-
-    ppriv->pid = getppid ();
-    ppriv->pidfd = _mpg_pidfd_open (ppriv->pid);
-    if (ppriv->pidfd >= 0)
-      fcntl (ppriv->pidfd, F_SETFD, FD_CLOEXEC);
-    ppriv->state = STATE_RUNNING;
-  }
-
-  priv->state = STATE_RUNNING;
-  priv->pid = getpid ();
-  priv->owner_pid = 0;
-  priv->pidfd = -1;
-  priv->result_fd = -1;
-  exiting = FALSE;
-  atexit_registered = TRUE; /* the parent's registration was inherited */
-
-  g_debug ("%s (pid %d) started", priv->name, priv->pid);
-
-  context = g_main_context_new ();
   g_main_context_push_thread_default (context);
 
   result = mpg_process_run (self, &error);
@@ -1062,14 +1040,74 @@ child_main (gpointer data)
     frame = _mpg_wire_encode (g_variant_new ("(bmv(sis))", TRUE, result, "", 0, ""));
 
   _mpg_write_all (result_fd, g_bytes_get_data (frame, NULL), g_bytes_get_size (frame));
-  close (result_fd);
 
+  g_main_context_pop_thread_default (context);
+
+  return error != NULL ? 1 : 0;
+}
+
+/* Runs in the child, after _mpg_fork()'s set-up. */
+static void
+child_main (gpointer data)
+{
+  MpgProcess *self = data;
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+  MpgProcessPrivate *ppriv;
+  const char *parent_name;
+  int result_fd = priv->result_fd;
+  int exitcode;
+
+  /* Locks other threads of the parent held at fork time stay locked in
+   * the child, which has only this thread: start them afresh. */
+  g_mutex_init (&G_LOCK_NAME (globals));
+  g_mutex_init (&priv->mutex);
+
+  /* This process is now the child. The parent's children are not ours:
+   * their fds were closed by the fork set-up; keep their objects rather
+   * than finalise them with fd numbers that may be reused. */
+  G_LOCK (globals);
+  if (inherited == NULL)
+    inherited = g_ptr_array_new ();
+  g_ptr_array_add (inherited, g_steal_pointer (&children));
+  g_ptr_array_add (inherited, current_identity);
+  g_ptr_array_add (inherited, parent_process);
+  parent_name = current_process ? mpg_process_get_name (current_process) : "MainProcess";
+  g_ptr_array_add (inherited, current_process);
+  process_counter = 1;
+  current_identity = g_strdup (priv->identity);
+  current_process = self;
+  G_UNLOCK (globals);
+
+  constructing_kind = KIND_PARENT;
+  parent_process = g_object_new (MPG_TYPE_PROCESS, "name", parent_name, NULL);
+  constructing_kind = KIND_CHILD;
+  ppriv = mpg_process_get_instance_private (parent_process);
+  ppriv->pid = getppid ();
+  ppriv->pidfd = _mpg_pidfd_open (ppriv->pid);
+  if (ppriv->pidfd >= 0)
+    fcntl (ppriv->pidfd, F_SETFD, FD_CLOEXEC);
+  ppriv->state = STATE_RUNNING;
+
+  priv->state = STATE_RUNNING;
+  priv->pid = getpid ();
+  priv->owner_pid = 0;
+  priv->pidfd = -1;
+  priv->result_fd = -1;
+  exiting = FALSE;
+  atexit_registered = TRUE; /* this process leaves through exit_function() */
+
+  g_debug ("%s (pid %d) started", priv->name, priv->pid);
+
+  exitcode = child_run (self, result_fd);
+
+  /* result_fd stays open until _exit(): where there are no pidfds, its end
+   * of file tells the parent that this process is exiting. */
   exit_function ();
 
-  g_debug ("%s (pid %d) exiting with code %d", priv->name, priv->pid, error != NULL ? 1 : 0);
+  g_debug ("%s (pid %d) exiting with code %d", priv->name, priv->pid, exitcode);
 
   fflush (NULL);
-  _exit (error != NULL ? 1 : 0);
+  _exit (exitcode);
 }
 
 /**
@@ -1204,7 +1242,12 @@ mpg_process_is_alive (MpgProcess *self)
     return TRUE;
 
   if (priv->kind == KIND_PARENT)
-    return priv->pidfd >= 0 && !pidfd_is_readable (priv->pidfd);
+    {
+      if (priv->pidfd >= 0)
+        return !pidfd_is_readable (priv->pidfd);
+      /* Without a pidfd: we are re-parented when the parent dies. */
+      return getppid () == priv->pid;
+    }
 
   mpg_process_poll (self);
 
@@ -1281,11 +1324,8 @@ join_complete (GTask  *task,
 }
 
 static gboolean
-join_on_exit (int          fd,
-              GIOCondition condition,
-              gpointer     user_data)
+join_check_exit (GTask *task)
 {
-  GTask *task = user_data;
   MpgProcess *self = g_task_get_source_object (task);
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
   gboolean reaped;
@@ -1320,6 +1360,14 @@ join_on_exit (int          fd,
 }
 
 static gboolean
+join_on_exit (int          fd,
+              GIOCondition condition,
+              gpointer     user_data)
+{
+  return join_check_exit (user_data);
+}
+
+static gboolean
 join_on_result (int          fd,
                 GIOCondition condition,
                 gpointer     user_data)
@@ -1333,6 +1381,13 @@ join_on_result (int          fd,
   drain_result_locked (self);
   more = !priv->result_eof;
   g_mutex_unlock (&priv->mutex);
+
+  /* Without a pidfd, the end of file is the exit event. */
+  if (!more && priv->pidfd < 0)
+    {
+      join_check_exit (task);
+      return G_SOURCE_REMOVE;
+    }
 
   return more ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
@@ -1392,9 +1447,11 @@ join_async_internal (MpgProcess          *self,
   else if (priv->kind == KIND_CHILD && priv->owner_pid != getpid ())
     error = g_error_new (MPG_ERROR, MPG_ERROR_INVALID_STATE,
                          "%s is not a child of this process", priv->name);
+  else if (priv->kind == KIND_PARENT && priv->pidfd < 0)
+    error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                 "Joining the parent process needs pidfds (Linux 5.3 or later)");
 
-  if (error != NULL || priv->state == STATE_EXITED ||
-      (priv->kind == KIND_PARENT && priv->pidfd < 0))
+  if (error != NULL || priv->state == STATE_EXITED)
     {
       g_mutex_unlock (&priv->mutex);
       if (error != NULL)
@@ -1412,7 +1469,8 @@ join_async_internal (MpgProcess          *self,
       if (priv->result_fd >= 0 && !priv->result_eof)
         jd->result_source = g_unix_fd_source_new (priv->result_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
     }
-  jd->pid_source = g_unix_fd_source_new (priv->pidfd, G_IO_IN);
+  if (priv->pidfd >= 0)
+    jd->pid_source = g_unix_fd_source_new (priv->pidfd, G_IO_IN);
 
   g_mutex_unlock (&priv->mutex);
 
@@ -1422,8 +1480,20 @@ join_async_internal (MpgProcess          *self,
       g_task_attach_source (task, jd->result_source, G_SOURCE_FUNC (join_on_result));
     }
 
-  g_source_set_static_name (jd->pid_source, "[mpg] process exit");
-  g_task_attach_source (task, jd->pid_source, G_SOURCE_FUNC (join_on_exit));
+  if (jd->pid_source != NULL)
+    {
+      g_source_set_static_name (jd->pid_source, "[mpg] process exit");
+      g_task_attach_source (task, jd->pid_source, G_SOURCE_FUNC (join_on_exit));
+    }
+  else if (jd->result_source == NULL)
+    {
+      /* No pidfd and the channel already ended: the child is exiting. */
+      GSource *idle = g_idle_source_new ();
+
+      g_source_set_static_name (idle, "[mpg] process exit");
+      g_task_attach_source (task, idle, G_SOURCE_FUNC (join_check_exit));
+      jd->pid_source = idle;
+    }
 
   if (timeout_msec >= 0)
     {
@@ -1577,7 +1647,8 @@ send_signal (MpgProcess  *self,
       /* A pidfd names this child even if its pid was already reused. A
        * child that already exited (ESRCH) needs no signal. */
       g_debug ("Sending signal %d to %s (pid %d)", sig, priv->name, priv->pid);
-      if (_mpg_pidfd_send_signal (priv->pidfd, sig) < 0 && errno != ESRCH)
+      if ((priv->pidfd >= 0 ? _mpg_pidfd_send_signal (priv->pidfd, sig)
+                            : kill (priv->pid, sig)) < 0 && errno != ESRCH)
         {
           int saved_errno = errno;
 
