@@ -9,4 +9,11 @@
 
 #include "mpg-error.h"
 
+/**
+ * mpg_error_quark:
+ *
+ * The quark of the [error@Mpg.Error] domain; use %MPG_ERROR.
+ *
+ * Returns: the error domain's quark
+ */
 G_DEFINE_QUARK (mpg-error-quark, mpg_error)

@@ -35,7 +35,8 @@ G_BEGIN_DECLS
  * @MPG_ERROR_CLOSED: the object was closed with a `close()` call and can no
  *   longer be used.
  * @MPG_ERROR_REMOTE: a task in another process failed with an error whose
- *   domain this process does not know; the message starts with the remote
+ *   domain could not be recreated here (an implausible domain name, or too
+ *   many distinct remote domains); the message starts with the remote
  *   domain's name and code (`"my-app-error-quark:3: …"`).
  * @MPG_ERROR_PROTOCOL: bytes received from another process were not a valid
  *   libmpg message (truncated, corrupt or of an unexpected type).
@@ -50,8 +51,11 @@ G_BEGIN_DECLS
  * Error codes of the [error@Mpg.Error] domain.
  *
  * Errors returned by a task running in another process are not wrapped:
- * they come back with their own domain, code and message, or with
- * %MPG_ERROR_REMOTE where this process does not know their domain.
+ * they come back with their own domain, code and message. The domain is
+ * found by its name (the quark's string), registering it if this process
+ * has not used it yet, so that `g_error_matches()` works as if the error
+ * had been raised locally. %MPG_ERROR_REMOTE is the fallback for domains
+ * that cannot be recreated.
  */
 typedef enum
 {

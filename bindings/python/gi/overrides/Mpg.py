@@ -4,25 +4,58 @@
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
+import ctypes
 import os
 import sys
+import traceback
+
+from gi.repository import GLib
 
 from ..module import get_introspection_module
+from ..overrides import override
 
 Mpg = get_introspection_module('Mpg')
 
 __all__ = []
+
+# The error domain of a Python exception raised by a task: PyGObject only
+# forwards GLib.Error from a callback, and prints and swallows the rest.
+PYTHON_ERROR_DOMAIN = 'mpg-python-error-quark'
+
+# The pid of this process if the library forked it (see _fork()).
+_forked_pid = None
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
 
 
 def _fork():
     # A Python callable must never run in a child that C's fork() created:
     # the interpreter would not know it forked. os.fork() runs Python's
     # at-fork handlers and leaves the child a consistent interpreter.
+    global _forked_pid
+
+    # As multiprocessing: what the parent printed must not be printed again
+    # by the child, which inherits a copy of the buffers.
+    _flush_std_streams()
     try:
         pid = os.fork()
     except OSError:
         return -1
     if pid == 0:
+        _forked_pid = os.getpid()
+        # The library forks on a thread of its own unless start() was called
+        # on the main thread. There this callback runs in a thread state
+        # that PyGILState_Ensure() made and that is deleted when it returns;
+        # in the child it is the only one left, and CPython (3.11) then
+        # aborts in the next callback ("init_threadstate: thread state
+        # already initialized"). Keep it for the child's lifetime.
+        ctypes.pythonapi.PyGILState_Ensure()
         # The child leaves with _exit(): make sure what it prints is not
         # lost in a buffer.
         for stream in (sys.stdout, sys.stderr):
@@ -34,3 +67,74 @@ def _fork():
 
 
 Mpg.set_fork_func(_fork)
+
+
+def _exit_child(code):
+    # What the library does when a child's run() returns, for a child that
+    # leaves with sys.exit(code): daemon children are terminated, the
+    # others waited for; then _exit(), as Python's own children do.
+    children = Mpg.active_children()
+    for child in children:
+        if child.props.daemon:
+            child.terminate()
+    for child in children:
+        child.join(-1)
+    _flush_std_streams()
+    os._exit(code)
+
+
+def _call_task(func, *args):
+    # Runs a task and turns what Python raises into what multiprocessing's
+    # child does: exit code 1 for an exception (here a GLib.Error carrying
+    # the traceback, which the parent receives), the given code for
+    # sys.exit().
+    try:
+        return func(*args)
+    except GLib.Error:
+        raise
+    except SystemExit as e:
+        if _forked_pid != os.getpid():
+            raise
+        if e.code is None or e.code == 0:
+            return None
+        if isinstance(e.code, int):
+            _exit_child(e.code)
+        raise GLib.Error(str(e.code), PYTHON_ERROR_DOMAIN, 0) from None
+    except BaseException as e:
+        # Skip this function's frame: the traceback starts in the task.
+        tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next)
+        raise GLib.Error(''.join(tb).rstrip('\n'), PYTHON_ERROR_DOMAIN, 0) from None
+
+
+def _wrap_task(func):
+    if func is None:
+        return None
+
+    def task(*args):
+        return _call_task(func, *args)
+
+    return task
+
+
+class Process(Mpg.Process):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get('do_run')
+        if run is not None:
+            def do_run(self):
+                return _call_task(run, self)
+
+            do_run.__name__ = run.__name__
+            do_run.__doc__ = run.__doc__
+            cls.do_run = do_run
+
+    @classmethod
+    def new(cls, args=None, target=None, *user_data):
+        return Mpg.Process.new(args, _wrap_task(target), *user_data)
+
+    def set_target(self, target=None, *user_data):
+        Mpg.Process.set_target(self, _wrap_task(target), *user_data)
+
+
+Process = override(Process)
+__all__.append('Process')
