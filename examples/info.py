@@ -1,0 +1,32 @@
+#!/usr/bin/python3
+# info.py: show the processes involved
+#
+# The second example of Python's multiprocessing documentation, with libmpg.
+#
+# SPDX-License-Identifier: LGPL-2.1-or-later
+
+import os
+
+import gi
+gi.require_version('Mpg', '1.0')
+from gi.repository import GLib, Mpg
+
+
+def info(title):
+    print(title)
+    print('module name:', __name__)
+    print('parent process:', os.getppid())
+    print('process id:', os.getpid())
+
+
+def f(args):
+    name, = args.unpack()
+    info('function f')
+    print('hello', name)
+
+
+if __name__ == '__main__':
+    info('main line')
+    p = Mpg.Process.new(GLib.Variant('(s)', ('bob',)), f)
+    p.start()
+    p.join(-1)

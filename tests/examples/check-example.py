@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+# check-example.py: run an example program and check what it prints
+#
+# Usage: check-example.py hello|info PROGRAM [ARGS...]
+#
+# hello: the output is exactly "hello bob".
+# info: a "main line" block printed by the program itself (its parent is
+# this script, its pid is the program's), then a "function f" block printed
+# by a child of the program, then "hello bob".
+#
+# SPDX-License-Identifier: LGPL-2.1-or-later
+
+import os
+import re
+import subprocess
+import sys
+
+TIMEOUT = 20
+
+
+def fail(message, proc=None):
+    print('FAIL:', message, file=sys.stderr)
+    if proc is not None:
+        print('--- stdout:\n' + proc.stdout, file=sys.stderr)
+        print('--- stderr:\n' + proc.stderr, file=sys.stderr)
+    sys.exit(1)
+
+
+def run(argv):
+    # Run with stdout buffered, as for any user whose output goes to a pipe
+    # or a file: a child must not print its parent's pending output again.
+    env = dict(os.environ)
+    env.pop('PYTHONUNBUFFERED', None)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        proc.stdout, proc.stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.stdout, proc.stderr = proc.communicate()
+        fail('timed out after %d s' % TIMEOUT, proc)
+    if proc.returncode != 0:
+        fail('exit status %d' % proc.returncode, proc)
+    # Debug logging is welcome when asked for; otherwise a warning is a bug.
+    if proc.stderr and not os.environ.get('G_MESSAGES_DEBUG'):
+        fail('unexpected output on stderr', proc)
+    return proc
+
+
+def parse_block(lines, title, proc):
+    pattern = [
+        re.escape(title),
+        r'module name: (\S+)',
+        r'parent process: (\d+)',
+        r'process id: (\d+)',
+    ]
+    if len(lines) < len(pattern):
+        fail('the "%s" block is incomplete' % title, proc)
+    groups = []
+    for line, regex in zip(lines, pattern):
+        match = re.fullmatch(regex, line)
+        if match is None:
+            fail('in the "%s" block, %r does not match %r' % (title, line, regex), proc)
+        groups.extend(match.groups())
+    module, ppid, pid = groups
+    return module, int(ppid), int(pid)
+
+
+def check_hello(argv):
+    proc = run(argv)
+    if proc.stdout != 'hello bob\n':
+        fail('expected exactly "hello bob"', proc)
+
+
+def check_info(argv):
+    proc = run(argv)
+    lines = proc.stdout.splitlines()
+    if len(lines) != 9:
+        fail('expected 9 lines, got %d' % len(lines), proc)
+
+    module, ppid, pid = parse_block(lines[0:4], 'main line', proc)
+    if ppid != os.getpid():
+        fail('main line: parent process %d is not the caller %d' % (ppid, os.getpid()), proc)
+    if pid != proc.pid:
+        fail('main line: process id %d is not the program %d' % (pid, proc.pid), proc)
+
+    f_module, f_ppid, f_pid = parse_block(lines[4:8], 'function f', proc)
+    if f_module != module:
+        fail('function f: module name %r differs from %r' % (f_module, module), proc)
+    if f_ppid != pid:
+        fail('function f: parent process %d is not the main process %d' % (f_ppid, pid), proc)
+    if f_pid == pid:
+        fail('function f: ran in the main process', proc)
+
+    if lines[8] != 'hello bob':
+        fail('expected "hello bob" last', proc)
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ('hello', 'info'):
+        print('usage: check-example.py hello|info PROGRAM [ARGS...]', file=sys.stderr)
+        sys.exit(2)
+    {'hello': check_hello, 'info': check_info}[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == '__main__':
+    main()
