@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
@@ -217,6 +218,10 @@ do_fork_locked (ForkRequest *req)
 {
   pid_t parent_pid = getpid ();
   pid_t pid;
+
+  /* What the parent buffered must not be written again by the child's
+   * flush at its exit. */
+  fflush (NULL);
 
   errno = 0;
   if (fork_func != NULL)
