@@ -127,6 +127,7 @@ typedef struct
   int result_fd;
   GByteArray *result_buf;
   gboolean result_eof;
+  gboolean result_too_large;
   guint n_waiters;
 
   int exitcode;
@@ -201,9 +202,13 @@ drain_result_locked (MpgProcess *self)
       if (n > 0)
         {
           /* A child that writes more than any valid result is broken or
-           * hostile: stop reading, the decode below reports it. */
-          if (priv->result_buf->len + (gsize) n > MPG_WIRE_DEFAULT_MAX)
-            priv->result_eof = TRUE;
+           * hostile: keep reading, so that it is not blocked, but discard. */
+          if (priv->result_too_large ||
+              priv->result_buf->len + (gsize) n > MPG_WIRE_DEFAULT_MAX)
+            {
+              priv->result_too_large = TRUE;
+              g_byte_array_set_size (priv->result_buf, 0);
+            }
           else
             g_byte_array_append (priv->result_buf, buf, n);
         }
@@ -225,6 +230,14 @@ decode_result_locked (MpgProcess *self)
   g_autoptr(GError) error = NULL;
   gsize consumed = 0;
   gboolean ok;
+
+  if (priv->result_too_large)
+    {
+      priv->result_error = g_error_new (MPG_ERROR, MPG_ERROR_TOO_LARGE,
+                                        "%s returned a result larger than %u bytes",
+                                        priv->name, MPG_WIRE_DEFAULT_MAX);
+      return;
+    }
 
   if (priv->result_buf->len == 0)
     {
@@ -1671,7 +1684,8 @@ send_signal (MpgProcess  *self,
  *
  * Sends `SIGTERM` to the child, as Python's `terminate()`. Its exit code
  * becomes `-15` unless it handles the signal. Does nothing if the child has
- * ended already. The child's own children are not terminated.
+ * ended already. Unlike Python, where they are orphaned, the child's own
+ * children are then killed too, as every child dies with its parent.
  *
  * Returns: %TRUE on success; %FALSE if the process was not started or is
  *   closed
