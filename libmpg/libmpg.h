@@ -19,4 +19,6 @@
 # include "mpg-types.h"
 # include "mpg-runtime.h"
 # include "mpg-process.h"
+# include "mpg-connection.h"
+# include "mpg-queue.h"
 #undef MPG_INSIDE
