@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 # check-example.py: run an example program and check what it prints
 #
-# Usage: check-example.py hello|info PROGRAM [ARGS...]
+# Usage: check-example.py hello|info|queue|queue-python PROGRAM [ARGS...]
 #
 # hello: the output is exactly "hello bob".
 # info: a "main line" block printed by the program itself (its parent is
 # this script, its pid is the program's), then a "function f" block printed
 # by a child of the program, then "hello bob".
+# queue: the GVariant text of [42, None, 'hello'] sent by a child.
+# queue-python: Python's own text of it, [42, None, 'hello'].
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
@@ -97,11 +99,27 @@ def check_info(argv):
         fail('expected "hello bob" last', proc)
 
 
+def check_exactly(expected):
+    def check(argv):
+        proc = run(argv)
+        if proc.stdout != expected + '\n':
+            fail('expected exactly %r' % expected, proc)
+    return check
+
+
+CHECKS = {
+    'hello': check_hello,
+    'info': check_info,
+    'queue': check_exactly("[<42>, <@mv nothing>, <'hello'>]"),
+    'queue-python': check_exactly("[42, None, 'hello']"),
+}
+
+
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ('hello', 'info'):
-        print('usage: check-example.py hello|info PROGRAM [ARGS...]', file=sys.stderr)
+    if len(sys.argv) < 3 or sys.argv[1] not in CHECKS:
+        print('usage: check-example.py %s PROGRAM [ARGS...]' % '|'.join(CHECKS), file=sys.stderr)
         sys.exit(2)
-    {'hello': check_hello, 'info': check_info}[sys.argv[1]](sys.argv[2:])
+    CHECKS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == '__main__':
