@@ -60,4 +60,20 @@ GVariant *_mpg_channel_decode       (const guint8  *data,
                                      GUnixFDList  **out_fd_list,
                                      GError       **error);
 
+/*
+ * Test-only fault injection (tests/queue-stress.c): the calling process
+ * kills itself with SIGKILL in its @countdown-th send (after a large
+ * message's memfd was written, before the datagram is sent) or receive
+ * (after the datagram was taken from the socket, before it is decoded).
+ */
+typedef enum
+{
+  MPG_CHANNEL_FAULT_NONE,
+  MPG_CHANNEL_FAULT_KILL_IN_SEND,
+  MPG_CHANNEL_FAULT_KILL_IN_RECEIVE,
+} MpgChannelFault;
+
+void      _mpg_channel_set_fault    (MpgChannelFault  fault,
+                                     guint            countdown);
+
 G_END_DECLS

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
@@ -22,6 +23,24 @@
 #define MEMFD_MAGIC "MPGM"
 #define MEMFD_REF_SIZE 16
 #define REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+static MpgChannelFault fault;
+static guint fault_countdown;
+
+void
+_mpg_channel_set_fault (MpgChannelFault where,
+                        guint           countdown)
+{
+  fault = where;
+  fault_countdown = countdown;
+}
+
+static inline void
+maybe_fault (MpgChannelFault where)
+{
+  if (G_UNLIKELY (fault == where) && --fault_countdown == 0)
+    raise (SIGKILL);
+}
 
 gboolean
 _mpg_channel_socketpair (int      fds[2],
@@ -243,6 +262,8 @@ _mpg_channel_send (int            fd,
       cmsg->cmsg_len = CMSG_LEN (sizeof (int) * n_fds);
       memcpy (CMSG_DATA (cmsg), all_fds, sizeof (int) * n_fds);
     }
+
+  maybe_fault (MPG_CHANNEL_FAULT_KILL_IN_SEND);
 
   for (;;)
     {
@@ -511,7 +532,10 @@ _mpg_channel_receive (int            fd,
 
       n = recvmsg (fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (n >= 0)
-        break;
+        {
+          maybe_fault (MPG_CHANNEL_FAULT_KILL_IN_RECEIVE);
+          break;
+        }
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN)

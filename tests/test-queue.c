@@ -1,0 +1,1230 @@
+/* test-queue.c: MpgQueue
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <glib-unix.h>
+#include <libmpg.h>
+
+/* Bounds every wait of these tests: a hang is a failure, not a time-out of
+ * the whole run. */
+#define WAIT_MS 10000
+
+/* Helpers */
+
+static MpgProcess *
+start_child (MpgTaskFunc  func,
+             MpgQueue    *queue,
+             GVariant    *args)
+{
+  g_autoptr(GError) error = NULL;
+  MpgProcess *p = mpg_process_new (args, func, g_object_ref (queue), g_object_unref);
+
+  mpg_process_start (p, &error);
+  g_assert_no_error (error);
+
+  return p;
+}
+
+static void
+join_child (MpgProcess *p)
+{
+  g_autoptr(GError) error = NULL;
+
+  mpg_process_join (p, WAIT_MS, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (mpg_process_get_exitcode (p), ==, 0);
+}
+
+static MpgQueue *
+new_queue (guint    maxsize,
+           gboolean joinable)
+{
+  g_autoptr(GError) error = NULL;
+  MpgQueue *q;
+
+  if (joinable)
+    q = mpg_queue_new_joinable (maxsize, &error);
+  else
+    q = mpg_queue_new (maxsize, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (q);
+
+  return q;
+}
+
+static void
+put_ok (MpgQueue *q,
+        GVariant *value)
+{
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true (mpg_queue_put (q, value, TRUE, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+}
+
+static GVariant *
+get_ok (MpgQueue *q)
+{
+  g_autoptr(GError) error = NULL;
+  GVariant *value = mpg_queue_get (q, TRUE, WAIT_MS, NULL, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (value);
+
+  return value;
+}
+
+static void
+assert_empty_now (MpgQueue *q)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) value = mpg_queue_get (q, FALSE, 0, NULL, &error);
+
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_EMPTY);
+  g_assert_null (value);
+}
+
+typedef struct
+{
+  GMainLoop *loop;
+  gboolean timed_out;
+} Guard;
+
+static gboolean
+guard_expired (gpointer user_data)
+{
+  Guard *guard = user_data;
+
+  guard->timed_out = TRUE;
+  g_main_loop_quit (guard->loop);
+  return G_SOURCE_REMOVE;
+}
+
+/* Child targets; the queue is the user data */
+
+static GVariant *
+child_put_ints (GVariant  *arg,
+                gpointer   user_data,
+                GError   **error)
+{
+  MpgQueue *q = user_data;
+  gint32 producer, n, delay_ms;
+
+  g_variant_get (arg, "(iii)", &producer, &n, &delay_ms);
+  if (delay_ms > 0)
+    g_usleep (delay_ms * 1000);
+  for (gint32 i = 0; i < n; i++)
+    if (!mpg_queue_put (q, g_variant_new ("(ii)", producer, i), TRUE, WAIT_MS, NULL, error))
+      return NULL;
+
+  return NULL;
+}
+
+static GVariant *
+child_get_one (GVariant  *arg,
+               gpointer   user_data,
+               GError   **error)
+{
+  MpgQueue *q = user_data;
+
+  if (arg != NULL)
+    g_usleep (g_variant_get_int32 (arg) * 1000);
+
+  return mpg_queue_get (q, TRUE, WAIT_MS, NULL, error);
+}
+
+static GVariant *
+child_get_and_task_done (GVariant  *arg,
+                         gpointer   user_data,
+                         GError   **error)
+{
+  MpgQueue *q = user_data;
+  gint32 n = g_variant_get_int32 (arg);
+
+  for (gint32 i = 0; i < n; i++)
+    {
+      g_autoptr(GVariant) value = mpg_queue_get (q, TRUE, WAIT_MS, NULL, error);
+
+      if (value == NULL)
+        return NULL;
+      g_usleep (20 * 1000);
+      if (!mpg_queue_task_done (q, error))
+        return NULL;
+    }
+
+  return NULL;
+}
+
+static GVariant *
+child_write_to_passed_fd (GVariant  *arg,
+                          gpointer   user_data,
+                          GError   **error)
+{
+  MpgQueue *q = user_data;
+  g_autoptr(GUnixFDList) fds = NULL;
+  g_autoptr(GVariant) value = NULL;
+  gint32 handle;
+  int fd;
+  const char *text;
+
+  value = mpg_queue_get_with_fds (q, TRUE, WAIT_MS, &fds, NULL, error);
+  if (value == NULL)
+    return NULL;
+  g_variant_get (value, "(h&s)", &handle, &text);
+  fd = g_unix_fd_list_get (fds, handle, error);
+  if (fd < 0)
+    return NULL;
+  if (write (fd, text, strlen (text)) != (gssize) strlen (text))
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, "write failed");
+      close (fd);
+      return NULL;
+    }
+  close (fd);
+
+  return NULL;
+}
+
+#define LARGE_SIZE (4 * 1024 * 1024)
+
+static guint8
+large_byte (gsize i)
+{
+  return (guint8) ((i * 2654435761u) >> 13);
+}
+
+static GVariant *
+child_put_large (GVariant  *arg,
+                 gpointer   user_data,
+                 GError   **error)
+{
+  MpgQueue *q = user_data;
+  guint8 *data = g_malloc (LARGE_SIZE);
+
+  for (gsize i = 0; i < LARGE_SIZE; i++)
+    data[i] = large_byte (i);
+
+  if (!mpg_queue_put (q, g_variant_new_from_data (G_VARIANT_TYPE_BYTESTRING, data, LARGE_SIZE,
+                                                  TRUE, g_free, data),
+                      TRUE, WAIT_MS, NULL, error))
+    return NULL;
+
+  return NULL;
+}
+
+/* Tests */
+
+static void
+test_queue_round_trip (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GVariant) seed = g_variant_ref_sink (g_variant_new ("(imvs)", 42, NULL, "hello"));
+  g_autoptr(GVariant) list = NULL;
+  g_autoptr(GVariant) got = NULL;
+  g_autoptr(GVariant) got_list = NULL;
+  GVariantBuilder builder;
+
+  g_test_summary ("The seed's [42, None, 'hello'] comes out as it went in, as a tuple or a list of variants");
+
+  put_ok (q, seed);
+  got = get_ok (q);
+  g_assert_true (g_variant_equal (got, seed));
+
+  g_variant_builder_init (&builder, G_VARIANT_TYPE ("av"));
+  g_variant_builder_add (&builder, "v", g_variant_new_int32 (42));
+  g_variant_builder_add (&builder, "v", g_variant_new_maybe (G_VARIANT_TYPE_VARIANT, NULL));
+  g_variant_builder_add (&builder, "v", g_variant_new_string ("hello"));
+  list = g_variant_ref_sink (g_variant_builder_end (&builder));
+  put_ok (q, list);
+  got_list = get_ok (q);
+  g_assert_true (g_variant_equal (got_list, list));
+
+  assert_empty_now (q);
+}
+
+static void
+test_queue_fifo (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+
+  g_test_summary ("Messages come out in the order they were put");
+
+  for (gint32 i = 0; i < 200; i++)
+    put_ok (q, g_variant_new_int32 (i));
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 200);
+  for (gint32 i = 0; i < 200; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+
+      g_assert_cmpint (g_variant_get_int32 (v), ==, i);
+    }
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+}
+
+static void
+test_queue_get_empty (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) v = NULL;
+  gint64 start;
+
+  g_test_summary ("A non-blocking get, or one whose timeout expires, of an empty queue fails with EMPTY");
+
+  assert_empty_now (q);
+
+  start = g_get_monotonic_time ();
+  v = mpg_queue_get (q, TRUE, 100, NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_EMPTY);
+  g_assert_null (v);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 95 * 1000);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, WAIT_MS * 1000);
+  g_clear_error (&error);
+
+  /* Blocking with a zero timeout polls once. */
+  v = mpg_queue_get (q, TRUE, 0, NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_EMPTY);
+}
+
+static void
+test_queue_full (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (2, FALSE);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) v = NULL;
+  gint64 start;
+
+  g_test_summary ("A bounded queue refuses a non-blocking put when full, and a blocking one at its timeout");
+
+  g_assert_cmpuint (mpg_queue_get_maxsize (q), ==, 2);
+  put_ok (q, g_variant_new_int32 (1));
+  put_ok (q, g_variant_new_int32 (2));
+  g_assert_true (mpg_queue_full (q));
+
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (3), FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+  g_clear_error (&error);
+
+  start = g_get_monotonic_time ();
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (3), TRUE, 100, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 95 * 1000);
+  g_clear_error (&error);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 2);
+
+  /* A get makes room for exactly one more. */
+  v = get_ok (q);
+  g_assert_cmpint (g_variant_get_int32 (v), ==, 1);
+  g_assert_false (mpg_queue_full (q));
+  g_assert_true (mpg_queue_put (q, g_variant_new_int32 (3), FALSE, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (4), FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+}
+
+static void
+test_queue_blocked_put_released (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (1, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GVariant) got = NULL;
+  g_autoptr(GVariant) last = NULL;
+  g_autoptr(GError) error = NULL;
+  gint64 start;
+
+  g_test_summary ("A put blocked on a full queue goes through when another process gets a message");
+
+  put_ok (q, g_variant_new_string ("first"));
+  p = start_child (child_get_one, q, g_variant_new_int32 (200));
+
+  start = g_get_monotonic_time ();
+  g_assert_true (mpg_queue_put (q, g_variant_new_string ("second"), TRUE, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+  /* It had to wait for the child. */
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 100 * 1000);
+
+  join_child (p);
+  got = mpg_process_dup_result (p, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (g_variant_get_string (got, NULL), ==, "first");
+  last = get_ok (q);
+  g_assert_cmpstr (g_variant_get_string (last, NULL), ==, "second");
+}
+
+static void
+test_queue_blocked_get_released (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GVariant) got = NULL;
+
+  g_test_summary ("A blocking get returns when another process puts a message");
+
+  p = start_child (child_put_ints, q, g_variant_new ("(iii)", 7, 1, 100));
+  got = get_ok (q);
+  g_assert_true (g_variant_is_of_type (got, G_VARIANT_TYPE ("(ii)")));
+  join_child (p);
+}
+
+static void
+test_queue_sizes (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgQueue) b = new_queue (3, FALSE);
+
+  g_test_summary ("qsize, empty and full follow puts and gets");
+
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+  g_assert_true (mpg_queue_empty (q));
+  g_assert_false (mpg_queue_full (q));
+  for (gint32 i = 0; i < 50; i++)
+    put_ok (q, g_variant_new_int32 (i));
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 50);
+  g_assert_false (mpg_queue_empty (q));
+  /* Unbounded: never full. */
+  g_assert_false (mpg_queue_full (q));
+  for (gint32 i = 0; i < 50; i++)
+    g_variant_unref (get_ok (q));
+  g_assert_true (mpg_queue_empty (q));
+
+  for (gint32 i = 0; i < 3; i++)
+    {
+      g_assert_false (mpg_queue_full (b));
+      put_ok (b, g_variant_new_int32 (i));
+      g_assert_cmpuint (mpg_queue_qsize (b), ==, i + 1);
+    }
+  g_assert_true (mpg_queue_full (b));
+  g_variant_unref (get_ok (b));
+  g_assert_false (mpg_queue_full (b));
+  g_assert_cmpuint (mpg_queue_qsize (b), ==, 2);
+}
+
+static void
+count_notify (guint *count)
+{
+  (*count)++;
+}
+
+static void
+test_queue_properties (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (5, TRUE);
+  guint maxsize = 0;
+  gboolean joinable = FALSE;
+  guint64 max_message = 0;
+  guint notified = 0;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GVariant) v = NULL;
+
+  g_test_summary ("The properties, and max-message-size refusing larger messages on both sides");
+
+  g_object_get (q, "maxsize", &maxsize, "joinable", &joinable, "max-message-size", &max_message, NULL);
+  g_assert_cmpuint (maxsize, ==, 5);
+  g_assert_true (joinable);
+  g_assert_cmpuint (max_message, ==, 256 * 1024 * 1024);
+  g_assert_true (mpg_queue_get_joinable (q));
+  g_signal_connect_swapped (q, "notify::max-message-size", G_CALLBACK (count_notify), &notified);
+  mpg_queue_set_max_message_size (q, 1024);
+  mpg_queue_set_max_message_size (q, 1024);
+  g_assert_cmpuint (notified, ==, 1);
+  g_assert_cmpuint (mpg_queue_get_max_message_size (q), ==, 1024);
+
+  g_assert_false (mpg_queue_put (q, g_variant_new_take_string (g_strnfill (2000, 'x')),
+                                 FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE);
+  g_clear_error (&error);
+  /* The failed put gave its slot and its task back. */
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+  g_assert_true (mpg_queue_join (q, 0, NULL, &error));
+  g_assert_no_error (error);
+
+  /* Put by a process that allows more, refused by this one, and dropped. */
+  mpg_queue_set_max_message_size (q, 256 * 1024 * 1024);
+  put_ok (q, g_variant_new_take_string (g_strnfill (2000, 'x')));
+  mpg_queue_set_max_message_size (q, 1024);
+  v = mpg_queue_get (q, FALSE, 0, NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE);
+  g_assert_null (v);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+  g_assert_false (mpg_queue_full (q));
+}
+
+static void
+test_queue_close (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (2, TRUE);
+  g_autoptr(MpgQueue) other = NULL;
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GVariant) handle = NULL;
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GError) error = NULL;
+
+  g_test_summary ("After close() every call fails with CLOSED; the queue lives on in its other holders");
+
+  handle = mpg_queue_to_handle (q, fds, &error);
+  g_assert_no_error (error);
+  other = mpg_queue_new_from_handle (handle, fds, &error);
+  g_assert_no_error (error);
+
+  put_ok (q, g_variant_new_int32 (1));
+  mpg_queue_close (q);
+  mpg_queue_close (q);
+
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (2), TRUE, 10, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&error);
+  v = mpg_queue_get (q, TRUE, 10, NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_assert_null (v);
+  g_clear_error (&error);
+  g_assert_false (mpg_queue_task_done (q, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&error);
+  g_assert_false (mpg_queue_join (q, 10, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&error);
+  g_assert_null (mpg_queue_to_handle (q, fds, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&error);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+  g_assert_true (mpg_queue_empty (q));
+  g_assert_false (mpg_queue_full (q));
+
+  /* The message put before close() is still there for the other holder. */
+  g_assert_cmpuint (mpg_queue_qsize (other), ==, 1);
+  v = get_ok (other);
+  g_assert_cmpint (g_variant_get_int32 (v), ==, 1);
+  g_assert_true (mpg_queue_task_done (other, &error));
+  g_assert_no_error (error);
+}
+
+static void
+test_queue_joinable (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, TRUE);
+  g_autoptr(MpgQueue) plain = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  gint64 start;
+
+  g_test_summary ("task_done() and join() as JoinableQueue's, across processes; misuse is refused");
+
+  /* Nothing put: join returns at once. */
+  g_assert_true (mpg_queue_join (q, 0, NULL, &error));
+  g_assert_no_error (error);
+
+  for (gint32 i = 0; i < 3; i++)
+    put_ok (q, g_variant_new_int32 (i));
+  g_assert_false (mpg_queue_join (q, 50, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_TIMEOUT);
+  g_clear_error (&error);
+
+  g_cancellable_cancel (cancellable);
+  g_assert_false (mpg_queue_join (q, WAIT_MS, cancellable, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_clear_error (&error);
+
+  /* The child takes each message and calls task_done() 20 ms later. */
+  p = start_child (child_get_and_task_done, q, g_variant_new_int32 (3));
+  start = g_get_monotonic_time ();
+  g_assert_true (mpg_queue_join (q, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 50 * 1000);
+  join_child (p);
+
+  g_assert_false (mpg_queue_task_done (q, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
+  g_assert_cmpstr (error->message, ==, "task_done() called too many times");
+  g_clear_error (&error);
+
+  g_assert_false (mpg_queue_task_done (plain, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
+  g_clear_error (&error);
+  g_assert_false (mpg_queue_join (plain, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
+}
+
+typedef struct
+{
+  Guard guard;
+  GVariant *value;
+  GError *error;
+  guint ticks;
+} AsyncState;
+
+static void
+got_async (GObject      *object,
+           GAsyncResult *result,
+           gpointer      user_data)
+{
+  AsyncState *state = user_data;
+
+  state->value = mpg_queue_get_finish (MPG_QUEUE (object), result, &state->error);
+  g_main_loop_quit (state->guard.loop);
+}
+
+static gboolean
+tick (gpointer user_data)
+{
+  AsyncState *state = user_data;
+
+  state->ticks++;
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+test_queue_get_async (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  AsyncState state = { { NULL, FALSE }, NULL, NULL, 0 };
+  guint guard, ticker;
+  gint32 producer, seq;
+
+  g_test_summary ("get_async completes in a running main loop, which keeps running while it waits");
+
+  state.guard.loop = g_main_loop_new (NULL, FALSE);
+  mpg_queue_get_async (q, NULL, got_async, &state);
+  p = start_child (child_put_ints, q, g_variant_new ("(iii)", 3, 1, 200));
+
+  ticker = g_timeout_add (10, tick, &state);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_source_remove (ticker);
+
+  g_assert_no_error (state.error);
+  g_assert_nonnull (state.value);
+  g_variant_get (state.value, "(ii)", &producer, &seq);
+  g_assert_cmpint (producer, ==, 3);
+  g_assert_cmpint (seq, ==, 0);
+  g_assert_cmpuint (state.ticks, >=, 5);
+  g_clear_pointer (&state.value, g_variant_unref);
+  join_child (p);
+
+  /* A message already waiting is taken at the next iteration. */
+  put_ok (q, g_variant_new_string ("waiting"));
+  mpg_queue_get_async (q, NULL, got_async, &state);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_assert_no_error (state.error);
+  g_assert_cmpstr (g_variant_get_string (state.value, NULL), ==, "waiting");
+  g_clear_pointer (&state.value, g_variant_unref);
+
+  g_main_loop_unref (state.guard.loop);
+}
+
+static gboolean
+cancel_later (gpointer user_data)
+{
+  g_cancellable_cancel (user_data);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+close_later (gpointer user_data)
+{
+  mpg_queue_close (user_data);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+test_queue_get_async_cancel (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GVariant) v = NULL;
+  AsyncState state = { { NULL, FALSE }, NULL, NULL, 0 };
+  guint guard;
+  gint64 start;
+
+  g_test_summary ("Cancelling get_async fails it with CANCELLED at once and takes no message; close() fails it with CLOSED");
+
+  state.guard.loop = g_main_loop_new (NULL, FALSE);
+  mpg_queue_get_async (q, cancellable, got_async, &state);
+  g_timeout_add (50, cancel_later, cancellable);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  start = g_get_monotonic_time ();
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 1000 * 1000);
+  g_assert_error (state.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_null (state.value);
+  g_clear_error (&state.error);
+
+  /* Already cancelled, with a message waiting: the message stays. */
+  put_ok (q, g_variant_new_int32 (9));
+  mpg_queue_get_async (q, cancellable, got_async, &state);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_assert_error (state.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_clear_error (&state.error);
+  v = get_ok (q);
+  g_assert_cmpint (g_variant_get_int32 (v), ==, 9);
+
+  /* Closing the queue ends a pending get. */
+  mpg_queue_get_async (q, NULL, got_async, &state);
+  g_timeout_add (50, close_later, q);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_assert_error (state.error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&state.error);
+
+  /* And a new one fails at once. */
+  mpg_queue_get_async (q, NULL, got_async, &state);
+  guard = g_timeout_add_seconds (10, guard_expired, &state.guard);
+  g_main_loop_run (state.guard.loop);
+  g_assert_false (state.guard.timed_out);
+  g_source_remove (guard);
+  g_assert_error (state.error, MPG_ERROR, MPG_ERROR_CLOSED);
+  g_clear_error (&state.error);
+
+  g_main_loop_unref (state.guard.loop);
+}
+
+
+typedef struct
+{
+  GMainLoop *loop;
+  gint32 seen[5];
+  guint n_seen;
+  gboolean freed;
+} WatchState;
+
+static gboolean
+watch_func (MpgQueue *queue,
+            GVariant *value,
+            gpointer  user_data)
+{
+  WatchState *state = user_data;
+  gint32 producer, seq;
+
+  g_variant_get (value, "(ii)", &producer, &seq);
+  g_assert_cmpuint (state->n_seen, <, G_N_ELEMENTS (state->seen));
+  state->seen[state->n_seen++] = seq;
+
+  return state->n_seen < G_N_ELEMENTS (state->seen) ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+static void
+watch_freed (gpointer user_data)
+{
+  WatchState *state = user_data;
+
+  state->freed = TRUE;
+  g_main_loop_quit (state->loop);
+}
+
+static gboolean
+watch_guard_expired (gpointer user_data)
+{
+  g_main_loop_quit (user_data);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+never_called (MpgQueue *queue,
+              GVariant *value,
+              gpointer  user_data)
+{
+  g_assert_not_reached ();
+  return G_SOURCE_REMOVE;
+}
+
+static void
+test_queue_watch (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  WatchState state = { NULL, { 0 }, 0, FALSE };
+  guint id, guard;
+
+  g_test_summary ("add_watch calls its function with each message as it arrives until told to stop, then frees its data");
+
+  state.loop = g_main_loop_new (NULL, FALSE);
+  /* Two more messages than the watch takes: they stay in the queue. */
+  p = start_child (child_put_ints, q, g_variant_new ("(iii)", 1, 7, 50));
+  id = mpg_queue_add_watch (q, watch_func, &state, watch_freed);
+  g_assert_cmpuint (id, >, 0);
+  guard = g_timeout_add_seconds (10, watch_guard_expired, state.loop);
+  g_main_loop_run (state.loop);
+  g_assert_true (state.freed);
+  g_source_remove (guard);
+
+  g_assert_cmpuint (state.n_seen, ==, 5);
+  for (guint i = 0; i < 5; i++)
+    g_assert_cmpint (state.seen[i], ==, i);
+  join_child (p);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 2);
+
+  /* Removed by its id, it frees its data and takes nothing. */
+  state.freed = FALSE;
+  id = mpg_queue_add_watch (q, never_called, &state, watch_freed);
+  g_source_remove (id);
+  g_assert_true (state.freed);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 2);
+
+  /* Closing the queue stops a watch. */
+  state.freed = FALSE;
+  mpg_queue_close (q);
+  g_test_expect_message ("Mpg", G_LOG_LEVEL_CRITICAL, "*closed*");
+  g_assert_cmpuint (mpg_queue_add_watch (q, never_called, NULL, NULL), ==, 0);
+  g_test_assert_expected_messages ();
+
+  g_main_loop_unref (state.loop);
+}
+
+static void
+test_queue_watch_closed (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  WatchState state = { NULL, { 0 }, 0, FALSE };
+  guint guard;
+
+  g_test_summary ("close() stops a watch, which frees its data");
+
+  state.loop = g_main_loop_new (NULL, FALSE);
+  mpg_queue_add_watch (q, never_called, &state, watch_freed);
+  g_timeout_add (50, close_later, q);
+  guard = g_timeout_add_seconds (10, watch_guard_expired, state.loop);
+  g_main_loop_run (state.loop);
+  g_assert_true (state.freed);
+  g_source_remove (guard);
+
+  g_main_loop_unref (state.loop);
+}
+
+static void
+test_queue_fds (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GError) error = NULL;
+  int pipe_fds[2];
+  char buf[32] = { 0 };
+  gssize n;
+  gint index;
+
+  g_test_summary ("A pipe's write end put with a message is usable by the child that gets it");
+
+  g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
+  g_assert_no_error (error);
+  index = g_unix_fd_list_append (fds, pipe_fds[1], &error);
+  g_assert_no_error (error);
+  close (pipe_fds[1]);
+
+  p = start_child (child_write_to_passed_fd, q, NULL);
+  g_assert_true (mpg_queue_put_with_fds (q, g_variant_new ("(hs)", index, "through the queue"),
+                                         fds, TRUE, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+  /* The only write ends left are the child's copies. */
+  g_clear_object (&fds);
+  join_child (p);
+
+  n = read (pipe_fds[0], buf, sizeof buf - 1);
+  g_assert_cmpint (n, ==, strlen ("through the queue"));
+  g_assert_cmpstr (buf, ==, "through the queue");
+  /* End of file: nobody holds a write end any more. */
+  g_assert_cmpint (read (pipe_fds[0], buf, sizeof buf), ==, 0);
+  close (pipe_fds[0]);
+}
+
+static void
+test_queue_fds_same_process (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GUnixFDList) got_fds = NULL;
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GError) error = NULL;
+  int pipe_fds[2];
+  int fd;
+  gint32 handle;
+  char c = 0;
+
+  g_test_summary ("get_with_fds returns the fds of a message; get closes them");
+
+  g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
+  g_unix_fd_list_append (fds, pipe_fds[1], &error);
+  g_assert_no_error (error);
+  close (pipe_fds[1]);
+
+  g_assert_true (mpg_queue_put_with_fds (q, g_variant_new_handle (0), fds, FALSE, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (mpg_queue_put_with_fds (q, g_variant_new_handle (0), fds, FALSE, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_clear_object (&fds);
+
+  v = mpg_queue_get_with_fds (q, FALSE, 0, &got_fds, NULL, &error);
+  g_assert_no_error (error);
+  handle = g_variant_get_handle (v);
+  fd = g_unix_fd_list_get (got_fds, handle, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (write (fd, "x", 1), ==, 1);
+  close (fd);
+  g_clear_object (&got_fds);
+  g_clear_pointer (&v, g_variant_unref);
+
+  /* The second copy is closed by a plain get. */
+  v = get_ok (q);
+  g_assert_cmpint (read (pipe_fds[0], &c, 1), ==, 1);
+  g_assert_cmpint (c, ==, 'x');
+  g_assert_cmpint (read (pipe_fds[0], &c, 1), ==, 0);
+  close (pipe_fds[0]);
+}
+
+static void
+test_queue_large (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GVariant) v = NULL;
+  const guint8 *data;
+  gsize len;
+
+  g_test_summary ("A 4 MiB message from a child (the memfd path) arrives intact");
+
+  p = start_child (child_put_large, q, NULL);
+  v = get_ok (q);
+  join_child (p);
+
+  data = g_variant_get_fixed_array (v, &len, 1);
+  g_assert_cmpuint (len, ==, LARGE_SIZE);
+  for (gsize i = 0; i < len; i++)
+    if (data[i] != large_byte (i))
+      g_assert_cmpuint (i, ==, G_MAXSIZE);
+  assert_empty_now (q);
+}
+
+#define N_PRODUCERS 4
+#define N_PER_PRODUCER 100
+
+static void
+test_queue_processes (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (8, FALSE);
+  MpgProcess *producers[N_PRODUCERS];
+  gint32 next[N_PRODUCERS] = { 0 };
+
+  g_test_summary ("Several forked producers share a bounded queue; each one's messages arrive whole and in order");
+
+  for (gint32 i = 0; i < N_PRODUCERS; i++)
+    producers[i] = start_child (child_put_ints, q, g_variant_new ("(iii)", i, N_PER_PRODUCER, 0));
+
+  for (guint i = 0; i < N_PRODUCERS * N_PER_PRODUCER; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+      gint32 producer, seq;
+
+      g_variant_get (v, "(ii)", &producer, &seq);
+      g_assert_cmpint (producer, >=, 0);
+      g_assert_cmpint (producer, <, N_PRODUCERS);
+      g_assert_cmpint (seq, ==, next[producer]);
+      next[producer]++;
+    }
+
+  for (guint i = 0; i < N_PRODUCERS; i++)
+    {
+      join_child (producers[i]);
+      g_object_unref (producers[i]);
+    }
+  assert_empty_now (q);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+  g_assert_false (mpg_queue_full (q));
+}
+
+static void
+test_queue_handle (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (3, TRUE);
+  g_autoptr(MpgQueue) copy = NULL;
+  g_autoptr(MpgQueue) carrier = new_queue (0, FALSE);
+  g_autoptr(MpgQueue) carried = NULL;
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GUnixFDList) got_fds = NULL;
+  g_autoptr(GVariant) handle = NULL;
+  g_autoptr(GVariant) got_handle = NULL;
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GError) error = NULL;
+
+  g_test_summary ("A queue rebuilt from its handle is the same queue, also after travelling through another queue");
+
+  handle = mpg_queue_to_handle (q, fds, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (g_variant_get_type_string (handle), ==, "(hhh)");
+  g_assert_cmpint (g_unix_fd_list_get_length (fds), ==, 3);
+
+  copy = mpg_queue_new_from_handle (handle, fds, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (mpg_queue_get_maxsize (copy), ==, 3);
+  g_assert_true (mpg_queue_get_joinable (copy));
+
+  put_ok (q, g_variant_new_string ("from the original"));
+  put_ok (copy, g_variant_new_string ("from the copy"));
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 2);
+  g_assert_cmpuint (mpg_queue_qsize (copy), ==, 2);
+  v = get_ok (copy);
+  g_assert_cmpstr (g_variant_get_string (v, NULL), ==, "from the original");
+  g_clear_pointer (&v, g_variant_unref);
+  v = get_ok (q);
+  g_assert_cmpstr (g_variant_get_string (v, NULL), ==, "from the copy");
+  g_clear_pointer (&v, g_variant_unref);
+
+  /* The counters are shared: slots, and tasks. */
+  put_ok (copy, g_variant_new_int32 (1));
+  put_ok (copy, g_variant_new_int32 (2));
+  put_ok (copy, g_variant_new_int32 (3));
+  g_assert_true (mpg_queue_full (q));
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (4), FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+  g_clear_error (&error);
+  for (guint i = 0; i < 3; i++)
+    g_variant_unref (get_ok (q));
+  for (guint i = 0; i < 5; i++)
+    {
+      g_assert_true (mpg_queue_task_done (i % 2 ? q : copy, &error));
+      g_assert_no_error (error);
+    }
+  g_assert_true (mpg_queue_join (q, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_true (mpg_queue_join (copy, 0, NULL, &error));
+  g_assert_no_error (error);
+
+  /* Through another queue, as a handle and its fds. */
+  g_assert_true (mpg_queue_put_with_fds (carrier, handle, fds, FALSE, 0, NULL, &error));
+  g_assert_no_error (error);
+  got_handle = mpg_queue_get_with_fds (carrier, FALSE, 0, &got_fds, NULL, &error);
+  g_assert_no_error (error);
+  carried = mpg_queue_new_from_handle (got_handle, got_fds, &error);
+  g_assert_no_error (error);
+  put_ok (carried, g_variant_new_string ("carried"));
+  v = get_ok (q);
+  g_assert_cmpstr (g_variant_get_string (v, NULL), ==, "carried");
+  g_assert_true (mpg_queue_task_done (q, &error));
+  g_assert_no_error (error);
+}
+
+static void
+assert_bad_handle (GVariant    *handle,
+                   GUnixFDList *fds,
+                   const char  *message_part)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MpgQueue) q = NULL;
+  g_autoptr(GVariant) owned = g_variant_ref_sink (handle);
+
+  q = mpg_queue_new_from_handle (owned, fds, &error);
+  g_assert_null (q);
+  g_assert_nonnull (error);
+  if (g_test_verbose ())
+    g_printerr ("%s\n", error->message);
+  g_assert_nonnull (strstr (error->message, message_part));
+}
+
+static void
+test_queue_handle_invalid (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GVariant) handle = NULL;
+  g_autoptr(GError) error = NULL;
+  int pipe_fds[2];
+  int memfd;
+  gint pipe_index, socket_index, unsealed_index, small_index, bad_magic_index;
+  guint32 *words;
+
+  g_test_summary ("A corrupted queue handle is refused with a clear error");
+
+  handle = mpg_queue_to_handle (q, fds, &error);
+  g_assert_no_error (error);
+
+  assert_bad_handle (g_variant_new ("(hh)", 0, 1), fds, "not of type (hhh)");
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, 7), fds, "out of the fd list's range");
+  assert_bad_handle (g_variant_new ("(hhh)", 0, -1, 2), fds, "out of the fd list's range");
+
+  g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
+  pipe_index = g_unix_fd_list_append (fds, pipe_fds[0], &error);
+  close (pipe_fds[0]);
+  close (pipe_fds[1]);
+  assert_bad_handle (g_variant_new ("(hhh)", pipe_index, 1, 2), fds, "send fd is not a Unix sequenced-packet socket");
+  /* A socket where the shared memory should be. */
+  socket_index = 0;
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, socket_index), fds, "not a queue's");
+
+  memfd = memfd_create ("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  g_assert_cmpint (ftruncate (memfd, 4096), ==, 0);
+  unsealed_index = g_unix_fd_list_append (fds, memfd, &error);
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, unsealed_index), fds, "not sealed");
+  g_assert_cmpint (fcntl (memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), ==, 0);
+  bad_magic_index = g_unix_fd_list_append (fds, memfd, &error);
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, bad_magic_index), fds, "not a queue's");
+
+  /* The right magic, a version from the future. */
+  words = mmap (NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  g_assert_true (words != MAP_FAILED);
+  words[0] = 0x5147504d;
+  words[1] = 99;
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, bad_magic_index), fds, "version 99");
+  words[1] = 1;
+  words[3] = 0x80;
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, bad_magic_index), fds, "invalid settings");
+  munmap (words, 4096);
+  close (memfd);
+
+  memfd = memfd_create ("test", MFD_CLOEXEC);
+  g_assert_cmpint (ftruncate (memfd, 100), ==, 0);
+  small_index = g_unix_fd_list_append (fds, memfd, &error);
+  close (memfd);
+  assert_bad_handle (g_variant_new ("(hhh)", 0, 1, small_index), fds, "not a queue's");
+  g_assert_no_error (error);
+}
+
+static gpointer
+cancel_in_thread (gpointer data)
+{
+  g_usleep (50 * 1000);
+  g_cancellable_cancel (data);
+  return NULL;
+}
+
+static void
+test_queue_cancel (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (1, FALSE);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GError) error = NULL;
+  GThread *thread;
+  gint64 start;
+
+  g_test_summary ("Blocking put and get are cancelled from another thread promptly");
+
+  thread = g_thread_new ("cancel", cancel_in_thread, cancellable);
+  start = g_get_monotonic_time ();
+  v = mpg_queue_get (q, TRUE, WAIT_MS, cancellable, &error);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 2000 * 1000);
+  g_clear_error (&error);
+  g_thread_join (thread);
+
+  /* A put waiting for a slot notices within one 50 ms slice. */
+  put_ok (q, g_variant_new_int32 (1));
+  g_cancellable_reset (cancellable);
+  thread = g_thread_new ("cancel", cancel_in_thread, cancellable);
+  start = g_get_monotonic_time ();
+  g_assert_false (mpg_queue_put (q, g_variant_new_int32 (2), TRUE, WAIT_MS, cancellable, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 2000 * 1000);
+  g_thread_join (thread);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 1);
+}
+
+static gpointer
+get_in_thread (gpointer data)
+{
+  MpgQueue *q = data;
+  gint64 sum = 0;
+
+  for (guint i = 0; i < 500; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+
+      sum += g_variant_get_int32 (v);
+    }
+
+  return GSIZE_TO_POINTER ((gsize) sum);
+}
+
+static void
+test_queue_threads (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (16, FALSE);
+  GThread *threads[4];
+  gint64 sum = 0;
+
+  g_test_summary ("Threads of one process can get from a queue at once");
+
+  for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
+    threads[i] = g_thread_new ("get", get_in_thread, q);
+  for (gint32 i = 0; i < 2000; i++)
+    put_ok (q, g_variant_new_int32 (i));
+  for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
+    sum += (gint64) GPOINTER_TO_SIZE (g_thread_join (threads[i]));
+  g_assert_cmpint (sum, ==, (gint64) 1999 * 2000 / 2);
+}
+
+static void
+test_queue_initable (void)
+{
+  g_autoptr(MpgQueue) q = NULL;
+  g_autoptr(MpgQueue) raw = NULL;
+  g_autoptr(GError) error = NULL;
+
+  g_test_summary ("g_initable_new() builds a queue from its properties; an uninitialised one refuses calls");
+
+  q = g_initable_new (MPG_TYPE_QUEUE, NULL, &error, "maxsize", 2, "joinable", TRUE, NULL);
+  g_assert_no_error (error);
+  g_assert_cmpuint (mpg_queue_get_maxsize (q), ==, 2);
+  g_assert_true (mpg_queue_get_joinable (q));
+  put_ok (q, g_variant_new_int32 (1));
+  g_variant_unref (get_ok (q));
+
+  raw = g_object_new (MPG_TYPE_QUEUE, NULL);
+  g_assert_false (mpg_queue_put (raw, g_variant_new_int32 (1), FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  g_test_init (&argc, &argv, NULL);
+
+  g_test_add_func ("/Mpg/Queue/round-trip", test_queue_round_trip);
+  g_test_add_func ("/Mpg/Queue/fifo", test_queue_fifo);
+  g_test_add_func ("/Mpg/Queue/get-empty", test_queue_get_empty);
+  g_test_add_func ("/Mpg/Queue/full", test_queue_full);
+  g_test_add_func ("/Mpg/Queue/blocked-put-released", test_queue_blocked_put_released);
+  g_test_add_func ("/Mpg/Queue/blocked-get-released", test_queue_blocked_get_released);
+  g_test_add_func ("/Mpg/Queue/sizes", test_queue_sizes);
+  g_test_add_func ("/Mpg/Queue/properties", test_queue_properties);
+  g_test_add_func ("/Mpg/Queue/close", test_queue_close);
+  g_test_add_func ("/Mpg/Queue/joinable", test_queue_joinable);
+  g_test_add_func ("/Mpg/Queue/get-async", test_queue_get_async);
+  g_test_add_func ("/Mpg/Queue/get-async-cancel", test_queue_get_async_cancel);
+  g_test_add_func ("/Mpg/Queue/watch", test_queue_watch);
+  g_test_add_func ("/Mpg/Queue/watch-closed", test_queue_watch_closed);
+  g_test_add_func ("/Mpg/Queue/fds", test_queue_fds);
+  g_test_add_func ("/Mpg/Queue/fds-same-process", test_queue_fds_same_process);
+  g_test_add_func ("/Mpg/Queue/large", test_queue_large);
+  g_test_add_func ("/Mpg/Queue/processes", test_queue_processes);
+  g_test_add_func ("/Mpg/Queue/handle", test_queue_handle);
+  g_test_add_func ("/Mpg/Queue/handle-invalid", test_queue_handle_invalid);
+  g_test_add_func ("/Mpg/Queue/cancel", test_queue_cancel);
+  g_test_add_func ("/Mpg/Queue/threads", test_queue_threads);
+  g_test_add_func ("/Mpg/Queue/initable", test_queue_initable);
+
+  return g_test_run ();
+}
