@@ -188,7 +188,7 @@ _mpg_channel_send (int            fd,
                    GCancellable  *cancellable,
                    GError       **error)
 {
-  g_autoptr(GBytes) frame = _mpg_wire_encode (value);
+  g_autoptr(GBytes) frame = NULL;
   const int *user_fds = NULL;
   int n_user_fds = 0;
   int all_fds[MPG_CHANNEL_MAX_FDS + 1];
@@ -202,8 +202,13 @@ _mpg_channel_send (int            fd,
     struct cmsghdr align;
   } control;
   gsize len;
-  const guint8 *data = g_bytes_get_data (frame, &len);
+  const guint8 *data;
   gboolean ret = FALSE;
+
+  frame = _mpg_wire_encode (value, error);
+  if (frame == NULL)
+    return FALSE;
+  data = g_bytes_get_data (frame, &len);
 
   if (len > max_message)
     {
@@ -280,6 +285,21 @@ _mpg_channel_send (int            fd,
         {
           if (!_mpg_channel_wait (fd, G_IO_OUT, deadline, cancellable, error))
             break;
+          continue;
+        }
+      if (errno == ETOOMANYREFS)
+        {
+          /* More fds in flight than the sender may have open: like a full
+           * socket, except that poll() cannot tell when it changes. */
+          if (deadline >= 0 && g_get_monotonic_time () >= deadline)
+            {
+              g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
+                                   "Timed out: too many file descriptors in flight");
+              break;
+            }
+          if (g_cancellable_set_error_if_cancelled (cancellable, error))
+            break;
+          g_usleep (10 * 1000);
           continue;
         }
       if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)

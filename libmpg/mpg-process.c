@@ -1041,16 +1041,18 @@ child_run (MpgProcess *self,
 
   result = mpg_process_run (self, &error);
 
+  /* A result that cannot be framed fails the process like an error. */
+  if (error == NULL)
+    frame = _mpg_wire_encode (g_variant_new ("(bmv(sis))", TRUE, result, "", 0, ""), &error);
+
   if (error != NULL)
     {
       frame = _mpg_wire_encode (g_variant_new ("(bmv@(sis))", FALSE, NULL,
-                                               _mpg_wire_error_to_variant (error)));
+                                               _mpg_wire_error_to_variant (error)), NULL);
       /* As multiprocessing prints the traceback of a failed run(). */
       fprintf (stderr, "Process %s:\n%s (%s, %d)\n", priv->name, error->message,
                g_quark_to_string (error->domain), error->code);
     }
-  else
-    frame = _mpg_wire_encode (g_variant_new ("(bmv(sis))", TRUE, result, "", 0, ""));
 
   _mpg_write_all (result_fd, g_bytes_get_data (frame, NULL), g_bytes_get_size (frame));
 

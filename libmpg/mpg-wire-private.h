@@ -37,7 +37,8 @@ G_BEGIN_DECLS
 /* The default cap on one frame (header included). */
 #define MPG_WIRE_DEFAULT_MAX  (256u * 1024u * 1024u)
 
-GBytes   *_mpg_wire_encode (GVariant      *value);
+GBytes   *_mpg_wire_encode (GVariant      *value,
+                            GError       **error);
 gboolean  _mpg_wire_decode (const guint8  *data,
                             gsize          len,
                             gsize          max_frame,

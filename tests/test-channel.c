@@ -179,7 +179,7 @@ make_memfd (gsize    size,
             gboolean seal)
 {
   int fd = memfd_create ("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_string ("hello from a memfd"));
+  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_string ("hello from a memfd"), NULL);
   gsize len;
   const guint8 *data = g_bytes_get_data (frame, &len);
 
@@ -207,7 +207,7 @@ memfd_ref (guint8  ref[16],
 static void
 test_channel_hostile_memfd (void)
 {
-  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_string ("hello from a memfd"));
+  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_string ("hello from a memfd"), NULL);
   gsize len = g_bytes_get_size (frame);
   guint8 ref[16];
   guint fds_before = count_open_fds ();
@@ -275,7 +275,7 @@ test_channel_hostile_datagrams (void)
   int fds[2];
   g_autoptr(GError) error = NULL;
   g_autoptr(GVariant) out = NULL;
-  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_int32 (7));
+  g_autoptr(GBytes) frame = _mpg_wire_encode (g_variant_new_int32 (7), NULL);
   gsize len;
   const guint8 *data = g_bytes_get_data (frame, &len);
   g_autofree guint8 *trailing = g_malloc0 (len + 3);

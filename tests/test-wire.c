@@ -16,7 +16,7 @@
 static GVariant *
 roundtrip (GVariant *value)
 {
-  g_autoptr(GBytes) frame = _mpg_wire_encode (value);
+  g_autoptr(GBytes) frame = _mpg_wire_encode (value, NULL);
   g_autoptr(GError) error = NULL;
   GVariant *out = NULL;
   gsize consumed = 0;
@@ -106,6 +106,10 @@ test_wire_hostile (void)
   g_autofree guint8 *huge = NULL;
   g_autofree guint8 *flags = NULL;
   g_autofree guint8 *nul_type = NULL;
+  g_autofree guint8 *odd_array = NULL;
+  g_autofree guint8 *bad_bool = NULL;
+  const guint8 three[3] = { 1, 2, 3 };
+  const guint8 two = 2;
   gsize len;
   guint8 garbage[32] = "not a frame at all, just bytes";
   /* A string without its terminating NUL is not in normal form. */
@@ -128,6 +132,14 @@ test_wire_hostile (void)
 
   not_normal = make_frame ("s", unterminated, sizeof unterminated, &len);
   expect_error (not_normal, len, MPG_WIRE_DEFAULT_MAX, MPG_ERROR_PROTOCOL);
+
+  /* Arrays of fixed-size values take a fast path: a length that is not a
+   * multiple of the element size, or a boolean that is not 0 or 1, is
+   * still refused. */
+  odd_array = make_frame ("an", three, sizeof three, &len);
+  expect_error (odd_array, len, MPG_WIRE_DEFAULT_MAX, MPG_ERROR_PROTOCOL);
+  bad_bool = make_frame ("ab", &two, 1, &len);
+  expect_error (bad_bool, len, MPG_WIRE_DEFAULT_MAX, MPG_ERROR_PROTOCOL);
 
   flags = make_frame ("i", NULL, 4, &len);
   flags[4] = 1;
