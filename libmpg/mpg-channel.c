@@ -504,7 +504,7 @@ _mpg_channel_decode (const guint8  *data,
 
   if (n_fds > first_user_fd && out_fd_list != NULL)
     *out_fd_list = g_unix_fd_list_new_from_array (fds + first_user_fd, n_fds - first_user_fd);
-  else
+  else if (n_fds > first_user_fd)
     close_fds (fds + first_user_fd, n_fds - first_user_fd);
 
   return g_steal_pointer (&value);
