@@ -21,4 +21,5 @@
 # include "mpg-process.h"
 # include "mpg-connection.h"
 # include "mpg-queue.h"
+# include "mpg-wait.h"
 #undef MPG_INSIDE

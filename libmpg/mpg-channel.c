@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -342,8 +343,9 @@ handles_are_valid (GVariant *value,
       return h >= 0 && (guint) h < n_fds;
     }
 
+  /* A variant can hide a handle in any container. */
   if (g_variant_is_container (value) &&
-      strchr (g_variant_get_type_string (value), 'h') != NULL)
+      strpbrk (g_variant_get_type_string (value), "hv") != NULL)
     {
       gsize n = g_variant_n_children (value);
 
@@ -354,12 +356,6 @@ handles_are_valid (GVariant *value,
           if (!handles_are_valid (child, n_fds))
             return FALSE;
         }
-    }
-  else if (g_variant_is_of_type (value, G_VARIANT_TYPE_VARIANT))
-    {
-      g_autoptr(GVariant) inner = g_variant_get_variant (value);
-
-      return handles_are_valid (inner, n_fds);
     }
 
   return TRUE;
@@ -593,8 +589,16 @@ _mpg_channel_receive (int            fd,
 
   if (n == 0 && n_fds == 0)
     {
-      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_END_OF_STREAM,
-                           "The other end of the channel is closed");
+      struct pollfd pfd = { fd, POLLRDHUP, 0 };
+
+      /* recvmsg() returns 0 both at the end of the stream and for an empty
+       * datagram, which no libmpg peer sends. */
+      if (poll (&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP)))
+        g_set_error_literal (error, MPG_ERROR, MPG_ERROR_END_OF_STREAM,
+                             "The other end of the channel is closed");
+      else
+        g_set_error_literal (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                             "Received an empty datagram");
       return NULL;
     }
 

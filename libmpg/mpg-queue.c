@@ -22,6 +22,7 @@
 #include "mpg-channel-private.h"
 #include "mpg-error.h"
 #include "mpg-queue.h"
+#include "mpg-queue-private.h"
 #include "mpg-wire-private.h"
 
 /**
@@ -1687,4 +1688,13 @@ failed:
   for (guint i = 0; i < 3; i++)
     clear_fd (&fds[i]);
   return NULL;
+}
+
+/* For mpg_wait(): the fd that becomes readable when a message may be there. */
+int
+_mpg_queue_get_receive_fd (MpgQueue *self)
+{
+  g_return_val_if_fail (MPG_IS_QUEUE (self), -1);
+
+  return queue_is_closed (self) ? -1 : self->recv_fd;
 }

@@ -132,13 +132,22 @@ test_channel_fds (void)
   g_assert_cmpint (c, ==, 'x');
   close (p[0]);
 
-  /* A handle beyond the fds that came is refused. */
-  g_clear_pointer (&out, g_variant_unref);
-  g_assert_true (_mpg_channel_send (fds[0], g_variant_new_handle (3), NULL,
-                                    MPG_WIRE_DEFAULT_MAX, -1, NULL, &error));
-  out = _mpg_channel_receive (fds[1], MPG_WIRE_DEFAULT_MAX, -1, NULL, NULL, &error);
-  g_assert_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL);
-  g_assert_null (out);
+  /* A handle beyond the fds that came is refused, also inside variants. */
+  {
+    const char *texts[] = { "handle 3", "(<handle 7>,)", "[<handle 9>]", "{'a': <<handle 1>>}" };
+
+    for (guint i = 0; i < G_N_ELEMENTS (texts); i++)
+      {
+        g_clear_pointer (&out, g_variant_unref);
+        g_assert_true (_mpg_channel_send (fds[0], g_variant_new_parsed (texts[i]), NULL,
+                                          MPG_WIRE_DEFAULT_MAX, -1, NULL, &error));
+        g_assert_no_error (error);
+        out = _mpg_channel_receive (fds[1], MPG_WIRE_DEFAULT_MAX, -1, NULL, NULL, &error);
+        g_assert_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL);
+        g_assert_null (out);
+        g_clear_error (&error);
+      }
+  }
 
   close (fds[0]);
   close (fds[1]);
@@ -287,6 +296,7 @@ test_channel_hostile_datagrams (void)
   g_assert_true (_mpg_channel_socketpair (fds, &error));
   memcpy (trailing, data, len);
 
+  g_assert_cmpint (send (fds[0], "", 0, 0), ==, 0);
   g_assert_cmpint (send (fds[0], garbage, sizeof garbage, 0), ==, sizeof garbage);
   g_assert_cmpint (send (fds[0], data, len - 1, 0), ==, (gssize) len - 1);
   g_assert_cmpint (send (fds[0], trailing, len + 3, 0), ==, (gssize) len + 3);
@@ -295,7 +305,8 @@ test_channel_hostile_datagrams (void)
   g_assert_true (_mpg_channel_send (fds[0], g_variant_new_int32 (42), NULL,
                                     MPG_WIRE_DEFAULT_MAX, -1, NULL, &error));
 
-  for (guint i = 0; i < 4; i++)
+  /* An empty datagram is not the end of the stream. */
+  for (guint i = 0; i < 5; i++)
     {
       out = _mpg_channel_receive (fds[1], MPG_WIRE_DEFAULT_MAX, -1, NULL, NULL, &error);
       g_assert_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL);
