@@ -173,6 +173,38 @@ failed:
   }
 }
 
+/* Every handle must index a file descriptor that comes with the message:
+ * checked by the receiver, whose peer may be hostile, and by the sender,
+ * so that its own mistake is reported to it rather than to the receiver. */
+static gboolean
+handles_are_valid (GVariant *value,
+                   guint     n_fds)
+{
+  if (g_variant_is_of_type (value, G_VARIANT_TYPE_HANDLE))
+    {
+      gint32 h = g_variant_get_handle (value);
+
+      return h >= 0 && (guint) h < n_fds;
+    }
+
+  /* A variant can hide a handle in any container. */
+  if (g_variant_is_container (value) &&
+      strpbrk (g_variant_get_type_string (value), "hv") != NULL)
+    {
+      gsize n = g_variant_n_children (value);
+
+      for (gsize i = 0; i < n; i++)
+        {
+          g_autoptr(GVariant) child = g_variant_get_child_value (value, i);
+
+          if (!handles_are_valid (child, n_fds))
+            return FALSE;
+        }
+    }
+
+  return TRUE;
+}
+
 /*
  * _mpg_channel_send:
  * @value: the message (a floating reference is sunk)
@@ -189,6 +221,7 @@ _mpg_channel_send (int            fd,
                    GCancellable  *cancellable,
                    GError       **error)
 {
+  g_autoptr(GVariant) owned = g_variant_ref_sink (value);
   g_autoptr(GBytes) frame = NULL;
   const int *user_fds = NULL;
   int n_user_fds = 0;
@@ -206,7 +239,17 @@ _mpg_channel_send (int            fd,
   const guint8 *data;
   gboolean ret = FALSE;
 
-  frame = _mpg_wire_encode (value, error);
+  if (fd_list != NULL)
+    user_fds = g_unix_fd_list_peek_fds (fd_list, &n_user_fds);
+  if (!handles_are_valid (owned, n_user_fds))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "A handle of the message does not index one of its %d file descriptors",
+                   n_user_fds);
+      return FALSE;
+    }
+
+  frame = _mpg_wire_encode (owned, error);
   if (frame == NULL)
     return FALSE;
   data = g_bytes_get_data (frame, &len);
@@ -219,8 +262,6 @@ _mpg_channel_send (int            fd,
       return FALSE;
     }
 
-  if (fd_list != NULL)
-    user_fds = g_unix_fd_list_peek_fds (fd_list, &n_user_fds);
   if (n_user_fds > MPG_CHANNEL_MAX_FDS)
     {
       g_set_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE,
@@ -329,36 +370,6 @@ close_fds (int   *fds,
   for (guint i = 0; i < n_fds; i++)
     if (fds[i] >= 0)
       close (fds[i]);
-}
-
-/* Every handle must index a file descriptor that came with the message. */
-static gboolean
-handles_are_valid (GVariant *value,
-                   guint     n_fds)
-{
-  if (g_variant_is_of_type (value, G_VARIANT_TYPE_HANDLE))
-    {
-      gint32 h = g_variant_get_handle (value);
-
-      return h >= 0 && (guint) h < n_fds;
-    }
-
-  /* A variant can hide a handle in any container. */
-  if (g_variant_is_container (value) &&
-      strpbrk (g_variant_get_type_string (value), "hv") != NULL)
-    {
-      gsize n = g_variant_n_children (value);
-
-      for (gsize i = 0; i < n; i++)
-        {
-          g_autoptr(GVariant) child = g_variant_get_child_value (value, i);
-
-          if (!handles_are_valid (child, n_fds))
-            return FALSE;
-        }
-    }
-
-  return TRUE;
 }
 
 static GVariant *

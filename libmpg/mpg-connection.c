@@ -502,45 +502,6 @@ check_usable (MpgConnection  *self,
   return fd;
 }
 
-/* Whether every handle in @value indexes one of @n_fds fds. The receiver
- * checks too; checking here reports a sender's mistake to the sender
- * rather than as a protocol error to the receiver. */
-static gboolean
-handles_in_range (GVariant *value,
-                  int       n_fds)
-{
-  const char *type = g_variant_get_type_string (value);
-
-  if (type[0] == 'h')
-    {
-      gint32 h = g_variant_get_handle (value);
-
-      return h >= 0 && h < n_fds;
-    }
-
-  if (type[0] == 'v')
-    {
-      g_autoptr(GVariant) inner = g_variant_get_variant (value);
-
-      return handles_in_range (inner, n_fds);
-    }
-
-  if (g_variant_is_container (value) && strpbrk (type, "hv") != NULL)
-    {
-      gsize n = g_variant_n_children (value);
-
-      for (gsize i = 0; i < n; i++)
-        {
-          g_autoptr(GVariant) child = g_variant_get_child_value (value, i);
-
-          if (!handles_in_range (child, n_fds))
-            return FALSE;
-        }
-    }
-
-  return TRUE;
-}
-
 /**
  * mpg_connection_send_with_fds:
  * @self: a connection
@@ -570,7 +531,6 @@ mpg_connection_send_with_fds (MpgConnection  *self,
                               GError        **error)
 {
   g_autoptr(GVariant) owned = NULL;
-  int n_fds;
   int fd;
 
   g_return_val_if_fail (MPG_IS_CONNECTION (self), FALSE);
@@ -585,15 +545,6 @@ mpg_connection_send_with_fds (MpgConnection  *self,
   fd = check_usable (self, FALSE, TRUE, error);
   if (fd < 0)
     return FALSE;
-
-  n_fds = fd_list != NULL ? g_unix_fd_list_get_length (fd_list) : 0;
-  if (!handles_in_range (owned, n_fds))
-    {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                   "A handle of the message does not index one of its %d file descriptors",
-                   n_fds);
-      return FALSE;
-    }
 
   return _mpg_channel_send (fd, owned, fd_list, self->max_message_size, -1, cancellable, error);
 }

@@ -138,10 +138,19 @@ test_channel_fds (void)
 
     for (guint i = 0; i < G_N_ELEMENTS (texts); i++)
       {
+        g_autoptr(GBytes) frame = NULL;
+
+        /* The sender refuses its own mistake... */
         g_clear_pointer (&out, g_variant_unref);
-        g_assert_true (_mpg_channel_send (fds[0], g_variant_new_parsed (texts[i]), NULL,
-                                          MPG_WIRE_DEFAULT_MAX, -1, NULL, &error));
-        g_assert_no_error (error);
+        g_assert_false (_mpg_channel_send (fds[0], g_variant_new_parsed (texts[i]), NULL,
+                                           MPG_WIRE_DEFAULT_MAX, -1, NULL, &error));
+        g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+        g_clear_error (&error);
+
+        /* ... and the receiver refuses a hostile peer's. */
+        frame = _mpg_wire_encode (g_variant_new_parsed (texts[i]), NULL);
+        g_assert_cmpint (send (fds[0], g_bytes_get_data (frame, NULL), g_bytes_get_size (frame), 0),
+                         ==, (gssize) g_bytes_get_size (frame));
         out = _mpg_channel_receive (fds[1], MPG_WIRE_DEFAULT_MAX, -1, NULL, NULL, &error);
         g_assert_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL);
         g_assert_null (out);
