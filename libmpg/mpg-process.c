@@ -360,13 +360,16 @@ poll_locked (MpgProcess *self)
 static void
 forget_child (MpgProcess *self)
 {
+  MpgProcess *owned = NULL;
+  guint index;
+
   G_LOCK (globals);
-  if (children != NULL && g_ptr_array_remove_fast (children, self))
-    {
-      G_UNLOCK (globals);
-      return;
-    }
+  if (children != NULL && g_ptr_array_find (children, self, &index))
+    owned = g_ptr_array_steal_index_fast (children, index);
   G_UNLOCK (globals);
+
+  /* Outside the lock: the last reference may run user_data_free. */
+  g_clear_object (&owned);
 }
 
 /* Polls the child and, if it was reaped, tells the world. */
