@@ -31,77 +31,7 @@ JOIN_TIMEOUT_MS = 30000
 CHILD_TIMEOUT_S = 60
 
 
-class Spinner:
-    """Pure-Python busy loop in a thread: it holds the GIL most of the time."""
-
-    def __init__(self):
-        self.count = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name='spinner', daemon=True)
-
-    def _run(self):
-        while not self._stop:
-            self.count += 1
-
-    def start(self):
-        self._thread.start()
-
-    def stop(self):
-        self._stop = True
-        self._thread.join(10)
-        return not self._thread.is_alive()
-
-
-@pytest.fixture(scope='session', autouse=True)
-def spinner():
-    spinner = Spinner()
-    spinner.start()
-    yield spinner
-    assert spinner.stop(), 'the spinning thread did not stop'
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_children():
-    yield
-    # A failed test may leave a child running: do not let it outlive the
-    # test, nor make the interpreter's exit wait for it.
-    leftovers = Mpg.active_children()
-    for child in leftovers:
-        child.kill()
-        child.join(JOIN_TIMEOUT_MS)
-    assert leftovers == [], 'a test left children running: %r' % [
-        c.props.name for c in leftovers]
-
-
-def assert_error(excinfo, domain, code):
-    error = excinfo.value
-    assert error.matches(domain, code), \
-        'expected %s %d, got %r' % (GLib.quark_to_string(domain), int(code), error)
-
-
-class Gate:
-    """A pipe that a child waits on (bounded), or signals readiness with."""
-
-    def __init__(self):
-        self.r, self.w = os.pipe()
-
-    def wait(self, timeout=CHILD_TIMEOUT_S):
-        ready, _, _ = select.select([self.r], [], [], timeout)
-        return bool(ready)
-
-    def open(self):
-        os.write(self.w, b'x')
-
-    def close(self):
-        os.close(self.r)
-        os.close(self.w)
-
-
-@pytest.fixture
-def gate():
-    g = Gate()
-    yield g
-    g.close()
+from mpgtest import Gate, assert_error  # noqa: E402,F401
 
 
 def run_process(p):
