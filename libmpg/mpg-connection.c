@@ -577,21 +577,7 @@ mpg_connection_send (MpgConnection  *self,
                      GCancellable   *cancellable,
                      GError        **error)
 {
-  g_autoptr(GVariant) owned = NULL;
-  int fd;
-
-  g_return_val_if_fail (MPG_IS_CONNECTION (self), FALSE);
-  g_return_val_if_fail (value != NULL, FALSE);
-  g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
-  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
-
-  owned = g_variant_ref_sink (value);
-
-  fd = check_usable (self, FALSE, TRUE, error);
-  if (fd < 0)
-    return FALSE;
-
-  return _mpg_channel_send (fd, owned, NULL, self->max_message_size, -1, cancellable, error);
+  return mpg_connection_send_with_fds (self, value, NULL, cancellable, error);
 }
 
 /**

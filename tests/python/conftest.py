@@ -5,6 +5,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
 import gc
+import sys
 import threading
 
 import gi
@@ -39,10 +40,17 @@ class Spinner:
 
 @pytest.fixture(scope='session', autouse=True)
 def spinner():
+    # Each call into the library releases the GIL and must win it back from
+    # the spinner, which keeps it for a whole switch interval (5 ms by
+    # default): thousands of calls would make a test take minutes. A shorter
+    # interval keeps the contention and bounds the run time.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
     spinner = Spinner()
     spinner.start()
     yield spinner
     assert spinner.stop(), 'the spinning thread did not stop'
+    sys.setswitchinterval(interval)
 
 
 @pytest.fixture(autouse=True)
