@@ -21,5 +21,6 @@
 # include "mpg-process.h"
 # include "mpg-connection.h"
 # include "mpg-queue.h"
+# include "mpg-pool.h"
 # include "mpg-wait.h"
 #undef MPG_INSIDE

@@ -33,6 +33,8 @@ void      _mpg_fork_set_func        (MpgForkFunc     func,
                                      GDestroyNotify  destroy);
 gboolean  _mpg_fork_pipe            (int             fds[2],
                                      GError        **error);
+gboolean  _mpg_fork_socketpair      (int             fds[2],
+                                     GError        **error);
 void      _mpg_fork_close_fd        (int            *fd);
 gboolean  _mpg_fork                 (int             child_fd,
                                      MpgChildMain    child_main,

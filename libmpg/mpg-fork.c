@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -132,6 +133,34 @@ _mpg_fork_pipe (int      fds[2],
   g_mutex_unlock (&fork_lock);
 
   return ret;
+}
+
+/*
+ * _mpg_fork_socketpair:
+ *
+ * Creates a close-on-exec SOCK_SEQPACKET socket pair whose ends are
+ * registered as library fds, as _mpg_fork_pipe() does.
+ */
+gboolean
+_mpg_fork_socketpair (int      fds[2],
+                      GError **error)
+{
+  int saved_errno;
+
+  g_mutex_lock (&fork_lock);
+  if (socketpair (AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0)
+    {
+      register_fd_locked (fds[0]);
+      register_fd_locked (fds[1]);
+      g_mutex_unlock (&fork_lock);
+      return TRUE;
+    }
+  saved_errno = errno;
+  g_mutex_unlock (&fork_lock);
+
+  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+               "Could not create a socket pair: %s", g_strerror (saved_errno));
+  return FALSE;
 }
 
 /*

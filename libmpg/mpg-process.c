@@ -21,6 +21,7 @@
 #include "mpg-enums.h"
 #include "mpg-error.h"
 #include "mpg-fork-private.h"
+#include "mpg-process-private.h"
 #include "mpg-process.h"
 #include "mpg-runtime.h"
 #include "mpg-wire-private.h"
@@ -1064,16 +1065,13 @@ child_run (MpgProcess *self,
   return error != NULL ? 1 : 0;
 }
 
-/* Runs in the child, after _mpg_fork()'s set-up. */
+/* Makes @self this process's current process, in a child just forked. */
 static void
-child_main (gpointer data)
+enter_child (MpgProcess *self)
 {
-  MpgProcess *self = data;
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
   MpgProcessPrivate *ppriv;
   const char *parent_name;
-  int result_fd = priv->result_fd;
-  int exitcode;
 
   /* Locks other threads of the parent held at fork time stay locked in
    * the child, which has only this thread: start them afresh. */
@@ -1115,6 +1113,18 @@ child_main (gpointer data)
   atexit_registered = TRUE; /* this process leaves through exit_function() */
 
   g_debug ("%s (pid %d) started", priv->name, priv->pid);
+}
+
+/* Runs in the child, after _mpg_fork()'s set-up. */
+static void
+child_main (gpointer data)
+{
+  MpgProcess *self = data;
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+  int result_fd = priv->result_fd;
+  int exitcode;
+
+  enter_child (self);
 
   exitcode = child_run (self, result_fd);
 
@@ -1938,4 +1948,44 @@ exit_function (void)
                mpg_process_get_name (child), mpg_process_get_pid (child));
       mpg_process_join (child, -1, NULL, NULL);
     }
+}
+
+/*
+ * _mpg_process_enter_worker:
+ * @name: the worker's name, e.g. "ForkPoolWorker-1"
+ *
+ * For a child forked with _mpg_fork() that is not an #MpgProcess of its
+ * parent (a pool worker): makes mpg_current_process(), mpg_parent_process()
+ * and mpg_active_children() describe this process, as in a child of
+ * mpg_process_start(). The worker leaves through _mpg_process_exit_worker().
+ */
+void
+_mpg_process_enter_worker (const char *name)
+{
+  MpgProcess *self;
+  MpgProcessPrivate *priv;
+
+  g_mutex_init (&G_LOCK_NAME (globals));
+  constructing_kind = KIND_CHILD;
+  self = g_object_new (MPG_TYPE_PROCESS, NULL);
+  priv = mpg_process_get_instance_private (self);
+  g_free (priv->name);
+  priv->name = g_strdup (name);
+  priv->daemon = TRUE;
+  enter_child (self);
+}
+
+/*
+ * _mpg_process_exit_worker:
+ * @exitcode: the exit code
+ *
+ * Leaves a pool worker as a process's child leaves: children it started
+ * are joined (daemon ones terminated), stdio flushed, then _exit().
+ */
+void
+_mpg_process_exit_worker (int exitcode)
+{
+  exit_function ();
+  fflush (NULL);
+  _exit (exitcode);
 }

@@ -138,3 +138,21 @@ class Process(Mpg.Process):
 
 Process = override(Process)
 __all__.append('Process')
+
+
+class Pool(Mpg.Pool):
+    # The tasks run in forked workers: what they raise must reach the
+    # parent as a GLib.Error, like a failed Process target.
+
+    @classmethod
+    def new_full(cls, processes, initializer, initargs, maxtasksperchild):
+        # Python closures carry their data: no user data argument here.
+        return Mpg.Pool.new_full(processes, _wrap_task(initializer), None,
+                                 initargs, maxtasksperchild)
+
+    def add_function(self, func, *user_data):
+        return Mpg.Pool.add_function(self, _wrap_task(func), *user_data)
+
+
+Pool = override(Pool)
+__all__.append('Pool')

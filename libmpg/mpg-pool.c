@@ -1,0 +1,2898 @@
+/* mpg-pool.c
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <glib-unix.h>
+
+#include "mpg-channel-private.h"
+#include "mpg-enums.h"
+#include "mpg-error.h"
+#include "mpg-fork-private.h"
+#include "mpg-pool.h"
+#include "mpg-process-private.h"
+#include "mpg-runtime.h"
+#include "mpg-wire-private.h"
+
+/**
+ * MpgPool:
+ *
+ * A pool of worker processes that runs a function over many values, as
+ * Python's `multiprocessing.Pool`.
+ *
+ * ```c
+ * static GVariant *
+ * square (GVariant *arg, gpointer user_data, GError **error)
+ * {
+ *   gint32 x = g_variant_get_int32 (arg);
+ *   return g_variant_new_int32 (x * x);
+ * }
+ *
+ * g_autoptr(MpgPool) pool = mpg_pool_new (2);
+ * guint f = mpg_pool_add_function (pool, square, NULL, NULL);
+ * g_autoptr(GVariant) items = g_variant_new_parsed ("[1, 2, 3]");
+ * g_autoptr(GVariant) squares = mpg_pool_map (pool, f, items, 0, NULL, &error);
+ * // squares is the `ai` [1, 4, 9]
+ * ```
+ *
+ * ## Functions and workers
+ *
+ * Workers are forked from the program, so a worker runs a copy of the
+ * program as it was when it was forked: any function with any user data
+ * works — a closure, or in Python a lambda made just before the call —
+ * provided the worker was forked after the function was added with
+ * [method@Mpg.Pool.add_function]. The pool forks workers when a call first
+ * needs them, keeps them for later calls of the same function, and replaces
+ * idle workers that predate a function when a call of that function needs
+ * them. Call `add_function()` once and reuse its id to keep workers warm.
+ *
+ * ## Values in and out
+ *
+ * Items are a GVariant array of any element type; the elements of an `av`
+ * are unboxed, so the function receives the value inside each variant.
+ * Results come back in an array in input order, typed `aT` when every
+ * result has the same type `T` (`[1, 4, 9]` is an `ai`), `av` otherwise;
+ * no items give an empty `av`. A function that returns %NULL without an
+ * error gives the unit value `()`. Values cannot carry file descriptors.
+ *
+ * ## Errors and robustness
+ *
+ * A task that fails makes its call fail with the same error (domain, code
+ * and message). A worker that dies while running a call's task makes that
+ * call fail with %MPG_ERROR_WORKER_DIED, unless [property@Mpg.Pool:retries]
+ * allows running the task again; the worker is replaced and the pool goes
+ * on. A task running longer than [property@Mpg.Pool:task-timeout] is killed
+ * and its call fails with %MPG_ERROR_TIMEOUT. For the iterators of
+ * [method@Mpg.Pool.imap] these errors are reported for the items concerned
+ * only, and the iteration goes on.
+ *
+ * Workers ignore `SIGINT` (Ctrl-C interrupts the parent only) and die with
+ * the parent, even when it is killed. [method@Mpg.Pool.terminate] and
+ * disposing of the pool kill the workers and reap them.
+ *
+ * Workers are daemon processes: a task cannot start an [class@Mpg.Process].
+ */
+
+/**
+ * MpgPoolIterator:
+ *
+ * The results of [method@Mpg.Pool.imap] or [method@Mpg.Pool.imap_unordered],
+ * one at a time, as they arrive. Disposing of an iterator stops dispatching
+ * the items it has not started.
+ */
+
+#define MAX_MESSAGE MPG_WIRE_DEFAULT_MAX
+#define TASK_TYPE   "(uutav)"
+#define REPLY_TYPE  "(uta(bv))"
+#define INIT_ERROR_TYPE "(sis)"
+#define TERMINATE_GRACE_MSEC 1000
+
+typedef enum
+{
+  CALL_APPLY,
+  CALL_MAP,
+  CALL_STARMAP,
+  CALL_IMAP,
+  CALL_IMAP_UNORDERED,
+} CallKind;
+
+typedef enum
+{
+  POOL_RUNNING,
+  POOL_CLOSED,
+  POOL_TERMINATED,
+} PoolState;
+
+typedef struct
+{
+  gatomicrefcount ref_count;
+  guint id;
+  MpgTaskFunc func;
+  gpointer user_data;
+  GDestroyNotify user_data_free;
+} Function;
+
+typedef struct _Call Call;
+typedef struct _Worker Worker;
+
+struct _Call
+{
+  gatomicrefcount ref_count;
+  MpgPool *pool;              /* strong reference */
+  CallKind kind;
+  guint64 serial;
+  Function *function;
+  GVariant **items;
+  guint n_items;
+  guint chunksize;
+  guint n_chunks;
+  guint8 *attempts;           /* per chunk */
+  guint next_chunk;           /* first chunk never dispatched */
+  GQueue retry_chunks;        /* chunk numbers to dispatch again */
+  guint n_running;            /* chunks in workers */
+  guint n_done;               /* items with a result or an error */
+
+  GVariant **results;
+  GError **errors;
+
+  gboolean finished;          /* no more dispatching; result decided */
+  gboolean returned;          /* the waiter has been told */
+  GError *error;              /* the whole call failed */
+
+  /* async */
+  GTask *task;
+  GMainContext *context;
+  GCancellable *cancellable;
+  gulong cancelled_id;
+
+  /* imap */
+  guint next_index;           /* imap: next index to yield */
+  GQueue completed;           /* imap_unordered: indices, completion order */
+  guint n_yielded;
+  GTask *next_task;           /* a pending next_async() */
+};
+
+struct _Worker
+{
+  MpgPool *pool;              /* not a reference: the pool owns its workers */
+  guint number;
+  pid_t pid;
+  int pidfd;
+  int fd;
+  guint known_functions;      /* ids up to this one were added before the fork */
+  gboolean starting;
+  gboolean retiring;           /* the pool closed its channel */
+  gboolean leaving;            /* did its maxtasksperchild chunks */
+  gboolean timed_out;
+  guint chunks_done;
+  GSource *io_source;
+  GSource *timeout_source;
+
+  Call *call;                 /* the chunk running, or NULL when idle */
+  guint chunk;
+};
+
+struct _MpgPool
+{
+  GObject parent_instance;
+
+  GMutex mutex;
+  GCond cond;
+
+  guint processes;
+  guint maxtasksperchild;
+  guint task_timeout;
+  guint retries;
+  MpgTaskFunc initializer;
+  gpointer initializer_data;
+  GDestroyNotify initializer_data_free;
+  GVariant *initargs;
+
+  PoolState state;
+  GError *broken;
+
+  GPtrArray *functions;
+  guint last_function_id;
+
+  GPtrArray *workers;
+  GQueue pending;             /* calls with chunks to dispatch */
+  GPtrArray *calls;           /* every unfinished call */
+  guint64 last_serial;
+  guint n_starting;
+
+  guint64 tasks_submitted;
+  guint64 tasks_completed;
+  guint workers_replaced;
+
+  GThread *thread;
+  GMainContext *context;
+  GMainLoop *loop;
+  gboolean dispatch_scheduled;
+  GSource *kill_source;
+};
+
+struct _MpgPoolIterator
+{
+  GObject parent_instance;
+
+  Call *call;
+};
+
+G_DEFINE_FINAL_TYPE (MpgPool, mpg_pool, G_TYPE_OBJECT)
+G_DEFINE_FINAL_TYPE (MpgPoolIterator, mpg_pool_iterator, G_TYPE_OBJECT)
+
+enum {
+  PROP_0,
+  PROP_PROCESSES,
+  PROP_MAXTASKSPERCHILD,
+  PROP_TASK_TIMEOUT,
+  PROP_RETRIES,
+  PROP_TASKS_SUBMITTED,
+  PROP_TASKS_COMPLETED,
+  PROP_WORKERS_REPLACED,
+  N_PROPS
+};
+
+static GParamSpec *properties[N_PROPS];
+
+enum {
+  SIGNAL_PROGRESS,
+  N_SIGNALS
+};
+
+static guint signals[N_SIGNALS];
+
+static guint worker_counter;
+
+static void schedule_dispatch_locked (MpgPool *self);
+static void call_finish_locked       (Call    *call,
+                                      GError  *error);
+
+/* Functions */
+
+static Function *
+function_ref (Function *function)
+{
+  g_atomic_ref_count_inc (&function->ref_count);
+  return function;
+}
+
+static void
+function_unref (Function *function)
+{
+  if (!g_atomic_ref_count_dec (&function->ref_count))
+    return;
+  if (function->user_data_free != NULL)
+    function->user_data_free (function->user_data);
+  g_free (function);
+}
+
+/* Calls */
+
+static Call *
+call_ref (Call *call)
+{
+  g_atomic_ref_count_inc (&call->ref_count);
+  return call;
+}
+
+static void
+call_unref (Call *call)
+{
+  if (!g_atomic_ref_count_dec (&call->ref_count))
+    return;
+
+  if (call->cancelled_id != 0)
+    g_cancellable_disconnect (call->cancellable, call->cancelled_id);
+  g_clear_object (&call->cancellable);
+  g_clear_pointer (&call->context, g_main_context_unref);
+  for (guint i = 0; i < call->n_items; i++)
+    {
+      g_clear_pointer (&call->items[i], g_variant_unref);
+      g_clear_pointer (&call->results[i], g_variant_unref);
+      g_clear_error (&call->errors[i]);
+    }
+  g_free (call->items);
+  g_free (call->results);
+  g_free (call->errors);
+  g_free (call->attempts);
+  g_queue_clear (&call->retry_chunks);
+  g_queue_clear (&call->completed);
+  g_clear_error (&call->error);
+  g_clear_pointer (&call->function, function_unref);
+  g_clear_object (&call->pool);
+  g_free (call);
+}
+
+static gboolean
+call_is_imap (Call *call)
+{
+  return call->kind == CALL_IMAP || call->kind == CALL_IMAP_UNORDERED;
+}
+
+static guint
+chunk_start (Call *call,
+             guint chunk)
+{
+  return chunk * call->chunksize;
+}
+
+static guint
+chunk_length (Call *call,
+              guint chunk)
+{
+  return MIN (call->chunksize, call->n_items - chunk_start (call, chunk));
+}
+
+static gboolean
+call_has_chunks_locked (Call *call)
+{
+  return !call->finished &&
+         (call->next_chunk < call->n_chunks || !g_queue_is_empty (&call->retry_chunks));
+}
+
+/* The results of a finished map, apply or starmap; see the class docs for
+ * their type. */
+static GVariant *
+call_build_result (Call *call)
+{
+  const GVariantType *type = NULL;
+  g_autofree GVariant **children = NULL;
+
+  if (call->kind == CALL_APPLY)
+    return g_variant_ref (call->results[0]);
+
+  for (guint i = 0; i < call->n_items; i++)
+    {
+      if (type == NULL)
+        type = g_variant_get_type (call->results[i]);
+      else if (!g_variant_type_equal (type, g_variant_get_type (call->results[i])))
+        {
+          type = G_VARIANT_TYPE_VARIANT;
+          break;
+        }
+    }
+
+  if (type == NULL)
+    return g_variant_ref_sink (g_variant_new_array (G_VARIANT_TYPE_VARIANT, NULL, 0));
+
+  children = g_new (GVariant *, call->n_items);
+  for (guint i = 0; i < call->n_items; i++)
+    children[i] = type == G_VARIANT_TYPE_VARIANT ? g_variant_new_variant (call->results[i])
+                                                : call->results[i];
+  return g_variant_ref_sink (g_variant_new_array (type, children, call->n_items));
+}
+
+typedef struct
+{
+  Call *call;
+  guint done;
+  guint total;
+} Progress;
+
+static gboolean
+emit_progress_cb (gpointer data)
+{
+  Progress *progress = data;
+  Call *call = progress->call;
+
+  g_signal_emit (call->pool, signals[SIGNAL_PROGRESS], 0, G_ASYNC_RESULT (call->task),
+                 progress->done, progress->total);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+progress_free (gpointer data)
+{
+  Progress *progress = data;
+
+  call_unref (progress->call);
+  g_free (progress);
+}
+
+static void
+invoke_in_context (GMainContext *context,
+                   GSourceFunc   func,
+                   gpointer      data,
+                   GDestroyNotify notify)
+{
+  GSource *source = g_idle_source_new ();
+
+  g_source_set_priority (source, G_PRIORITY_DEFAULT);
+  g_source_set_callback (source, func, data, notify);
+  g_source_set_static_name (source, "[mpg] pool call");
+  g_source_attach (source, context);
+  g_source_unref (source);
+}
+
+static gboolean
+return_task_cb (gpointer data)
+{
+  Call *call = data;
+  MpgPool *pool = call->pool;
+  GTask *task;
+  GVariant *result = NULL;
+  GError *error = NULL;
+
+  g_mutex_lock (&pool->mutex);
+  task = g_steal_pointer (&call->task);
+  if (call->error != NULL)
+    error = g_error_copy (call->error);
+  else
+    result = call_build_result (call);
+  g_mutex_unlock (&pool->mutex);
+
+  if (task == NULL)
+    return G_SOURCE_REMOVE;
+
+  if (error != NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, result, (GDestroyNotify) g_variant_unref);
+  g_object_unref (task);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void iterator_wake_locked (Call *call);
+
+/* Tells whoever waits for @call that something happened. */
+static void
+call_notify_locked (Call *call)
+{
+  g_cond_broadcast (&call->pool->cond);
+
+  if (call_is_imap (call))
+    iterator_wake_locked (call);
+  else if (call->finished && call->task != NULL && !call->returned)
+    {
+      call->returned = TRUE;
+      invoke_in_context (call->context, return_task_cb, call_ref (call),
+                         (GDestroyNotify) call_unref);
+    }
+}
+
+/* Decides the call's outcome: @error (taken) for the whole call, or NULL
+ * when every item is done. */
+static void
+call_finish_locked (Call   *call,
+                    GError *error)
+{
+  MpgPool *pool = call->pool;
+
+  if (call->finished)
+    {
+      if (error != NULL)
+        g_error_free (error);
+      return;
+    }
+
+  call->finished = TRUE;
+  call->error = error;
+  g_queue_remove (&pool->pending, call);
+  if (g_ptr_array_remove (pool->calls, call))
+    call_unref (call);
+
+  call_notify_locked (call);
+}
+
+static void
+call_item_done_locked (Call     *call,
+                       guint     index,
+                       GVariant *result,
+                       GError   *error)
+{
+  if (call->results[index] != NULL || call->errors[index] != NULL)
+    {
+      g_clear_pointer (&result, g_variant_unref);
+      g_clear_error (&error);
+      return;
+    }
+
+  call->results[index] = result;
+  call->errors[index] = error;
+  call->n_done++;
+  if (call->kind == CALL_IMAP_UNORDERED)
+    g_queue_push_tail (&call->completed, GUINT_TO_POINTER (index));
+  call->pool->tasks_completed++;
+}
+
+/* After a chunk's items are all done. */
+static void
+call_chunk_done_locked (Call *call)
+{
+  if (call->finished)
+    return;
+
+  if (call->task != NULL && !call_is_imap (call))
+    {
+      Progress *progress = g_new0 (Progress, 1);
+
+      progress->call = call_ref (call);
+      progress->done = call->n_done;
+      progress->total = call->n_items;
+      invoke_in_context (call->context, emit_progress_cb, progress, progress_free);
+    }
+
+  if (call->n_done == call->n_items)
+    {
+      GError *error = NULL;
+
+      /* The error of the first failed item, in input order. */
+      for (guint i = 0; i < call->n_items && !call_is_imap (call); i++)
+        {
+          if (call->errors[i] != NULL)
+            {
+              error = g_error_copy (call->errors[i]);
+              break;
+            }
+        }
+      call_finish_locked (call, error);
+    }
+  else
+    call_notify_locked (call);
+}
+
+/* A chunk that will not run: its items fail with @error (imap), or the
+ * whole call fails. Takes @error. */
+static void
+call_chunk_failed_locked (Call   *call,
+                          guint   chunk,
+                          GError *error)
+{
+  if (call_is_imap (call))
+    {
+      guint start = chunk_start (call, chunk);
+
+      for (guint i = start; i < start + chunk_length (call, chunk); i++)
+        call_item_done_locked (call, i, NULL, g_error_copy (error));
+      g_error_free (error);
+      call_chunk_done_locked (call);
+    }
+  else
+    call_finish_locked (call, error);
+}
+
+/* Workers */
+
+typedef struct
+{
+  guint id;
+  MpgTaskFunc func;
+  gpointer user_data;
+} FunctionCopy;
+
+typedef struct
+{
+  int fd;
+  guint number;
+  guint maxtasksperchild;
+  MpgTaskFunc initializer;
+  gpointer initializer_data;
+  GVariant *initargs;
+  FunctionCopy *functions;
+  guint n_functions;
+} WorkerStart;
+
+G_NORETURN static void
+worker_exit (int exitcode)
+{
+  _mpg_process_exit_worker (exitcode);
+}
+
+static gboolean
+worker_send (int       fd,
+             GVariant *message)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (_mpg_channel_send (fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
+    return TRUE;
+
+  /* The parent closed the channel (it is going away) or the result cannot
+   * be sent: nothing more to do here. */
+  g_debug ("Pool worker %d could not send: %s", getpid (), error->message);
+  return FALSE;
+}
+
+static GVariant *
+worker_run_task (const FunctionCopy *function,
+                 GVariant           *arg,
+                 GError            **error)
+{
+  GVariant *result;
+
+  result = function->func (arg, function->user_data, error);
+  if (result == NULL && error != NULL && *error == NULL)
+    result = g_variant_new_tuple (NULL, 0);
+  if (result != NULL)
+    g_variant_ref_sink (result);
+  return result;
+}
+
+/* Runs in the worker, after _mpg_fork()'s set-up; never returns. */
+static void
+worker_main (gpointer data)
+{
+  WorkerStart *start = data;
+  g_autofree char *name = g_strdup_printf ("ForkPoolWorker-%u", start->number);
+  GMainContext *context;
+  guint chunks_done = 0;
+
+  _mpg_process_enter_worker (name);
+  /* Ctrl-C in a terminal reaches the whole process group: only the parent
+   * should see it. */
+  signal (SIGINT, SIG_IGN);
+
+  context = g_main_context_new ();
+  g_main_context_push_thread_default (context);
+
+  if (start->initializer != NULL)
+    {
+      g_autoptr(GVariant) args = start->initargs != NULL ? g_variant_ref (start->initargs)
+                                                         : g_variant_ref_sink (g_variant_new_tuple (NULL, 0));
+      g_autoptr(GVariant) result = NULL;
+      g_autoptr(GError) error = NULL;
+      FunctionCopy init = { 0, start->initializer, start->initializer_data };
+
+      result = worker_run_task (&init, args, &error);
+      if (error != NULL)
+        {
+          worker_send (start->fd, _mpg_wire_error_to_variant (error));
+          worker_exit (1);
+        }
+    }
+
+  for (;;)
+    {
+      g_autoptr(GVariant) message = NULL;
+      g_autoptr(GVariant) items = NULL;
+      g_autoptr(GError) error = NULL;
+      const FunctionCopy *function = NULL;
+      GVariantBuilder builder;
+      guint32 function_id, chunk;
+      guint64 serial;
+      gsize n;
+
+      message = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, &error);
+      if (message == NULL)
+        worker_exit (0);   /* the pool closed the channel */
+      if (!g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_TYPE)))
+        worker_exit (1);
+
+      g_variant_get (message, "(uut@av)", &function_id, &chunk, &serial, &items);
+      for (guint i = 0; i < start->n_functions; i++)
+        {
+          if (start->functions[i].id == function_id)
+            function = &start->functions[i];
+        }
+
+      n = g_variant_n_children (items);
+      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(bv)"));
+      for (gsize i = 0; i < n; i++)
+        {
+          g_autoptr(GVariant) boxed = g_variant_get_child_value (items, i);
+          g_autoptr(GVariant) arg = g_variant_get_variant (boxed);
+          g_autoptr(GVariant) result = NULL;
+          g_autoptr(GError) task_error = NULL;
+
+          if (function == NULL)
+            task_error = g_error_new (MPG_ERROR, MPG_ERROR_UNKNOWN_TASK,
+                                      "Function %u is unknown in this worker", function_id);
+          else
+            result = worker_run_task (function, arg, &task_error);
+
+          if (task_error != NULL)
+            g_variant_builder_add (&builder, "(bv)", FALSE, _mpg_wire_error_to_variant (task_error));
+          else
+            g_variant_builder_add (&builder, "(bv)", TRUE, result);
+        }
+
+      /* Nothing the task left for the main context must run later. */
+      while (g_main_context_iteration (context, FALSE))
+        ;
+
+      if (!worker_send (start->fd, g_variant_new ("(ut@a(bv))", chunk, serial,
+                                                  g_variant_builder_end (&builder))))
+        worker_exit (1);
+
+      chunks_done++;
+      if (start->maxtasksperchild > 0 && chunks_done >= start->maxtasksperchild)
+        worker_exit (0);
+    }
+}
+
+static void
+worker_start_free (WorkerStart *start)
+{
+  g_clear_pointer (&start->initargs, g_variant_unref);
+  g_free (start->functions);
+  g_free (start);
+}
+
+static gboolean worker_io_cb      (int          fd,
+                                   GIOCondition condition,
+                                   gpointer     data);
+
+static void
+worker_clear_timeout (Worker *worker)
+{
+  if (worker->timeout_source != NULL)
+    {
+      g_source_destroy (worker->timeout_source);
+      g_clear_pointer (&worker->timeout_source, g_source_unref);
+    }
+}
+
+static void
+worker_kill (Worker *worker,
+             int     sig)
+{
+  if (worker->pidfd >= 0)
+    _mpg_pidfd_send_signal (worker->pidfd, sig);
+  else if (worker->pid > 0)
+    kill (worker->pid, sig);
+}
+
+static char *
+describe_status (int status)
+{
+  if (WIFSIGNALED (status))
+    return g_strdup_printf ("killed by signal %d (%s)", WTERMSIG (status),
+                            g_strsignal (WTERMSIG (status)));
+  if (WIFEXITED (status))
+    return g_strdup_printf ("exited with code %d", WEXITSTATUS (status));
+  return g_strdup ("ended");
+}
+
+/* The worker's channel ended: reap it, and settle the chunk it held. */
+static void
+worker_lost_locked (MpgPool *self,
+                    Worker  *worker)
+{
+  g_autofree char *how = NULL;
+  int status = 0;
+  Call *call;
+
+  worker_clear_timeout (worker);
+  if (worker->io_source != NULL)
+    {
+      g_source_destroy (worker->io_source);
+      g_clear_pointer (&worker->io_source, g_source_unref);
+    }
+  _mpg_fork_close_fd (&worker->fd);
+
+  /* The channel ends when the worker exits, so this returns at once (a
+   * worker that closed it otherwise is ended). */
+  if (waitpid (worker->pid, &status, WNOHANG) == 0)
+    {
+      worker_kill (worker, SIGKILL);
+      while (waitpid (worker->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    }
+  _mpg_fork_close_fd (&worker->pidfd);
+  how = describe_status (status);
+  g_debug ("Pool worker %d %s", worker->pid, how);
+
+  call = g_steal_pointer (&worker->call);
+  if (call != NULL)
+    {
+      call->n_running--;
+      if (call->finished)
+        ;
+      else if (worker->timed_out)
+        call_chunk_failed_locked (call, worker->chunk,
+                                  g_error_new (MPG_ERROR, MPG_ERROR_TIMEOUT,
+                                               "A task of the pool ran longer than %u ms per item: "
+                                               "worker process %d was killed",
+                                               self->task_timeout, worker->pid));
+      else if (call->attempts[worker->chunk] < self->retries && self->state != POOL_TERMINATED)
+        {
+          call->attempts[worker->chunk]++;
+          g_queue_push_tail (&call->retry_chunks, GUINT_TO_POINTER (worker->chunk));
+          if (!g_queue_find (&self->pending, call))
+            g_queue_push_tail (&self->pending, call);
+        }
+      else
+        call_chunk_failed_locked (call, worker->chunk,
+                                  g_error_new (MPG_ERROR, MPG_ERROR_WORKER_DIED,
+                                               "Worker process %d %s while running a task",
+                                               worker->pid, how));
+      call_unref (call);
+    }
+
+  if (self->state == POOL_RUNNING && !worker->retiring)
+    self->workers_replaced++;
+
+  g_ptr_array_remove (self->workers, worker);
+  g_cond_broadcast (&self->cond);
+  schedule_dispatch_locked (self);
+}
+
+static gboolean
+worker_timeout_cb (gpointer data)
+{
+  Worker *worker = data;
+
+  /* The pool's lock is not needed: the worker stays in the pool until its
+   * channel ends, which only this thread notices. */
+  worker->timed_out = TRUE;
+  worker_kill (worker, SIGKILL);
+  g_clear_pointer (&worker->timeout_source, g_source_unref);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+worker_send_chunk_locked (MpgPool *self,
+                          Worker  *worker,
+                          Call    *call,
+                          guint    chunk)
+{
+  g_autoptr(GError) error = NULL;
+  GVariantBuilder builder;
+  guint start = chunk_start (call, chunk);
+  guint length = chunk_length (call, chunk);
+
+  g_variant_builder_init (&builder, G_VARIANT_TYPE ("av"));
+  for (guint i = start; i < start + length; i++)
+    g_variant_builder_add (&builder, "v", call->items[i]);
+
+  worker->call = call_ref (call);
+  worker->chunk = chunk;
+  call->n_running++;
+
+  if (self->task_timeout > 0)
+    {
+      worker->timeout_source = g_timeout_source_new ((guint) MIN ((guint64) self->task_timeout * length,
+                                                                  G_MAXUINT));
+      g_source_set_callback (worker->timeout_source, worker_timeout_cb, worker, NULL);
+      g_source_set_static_name (worker->timeout_source, "[mpg] pool task timeout");
+      g_source_attach (worker->timeout_source, self->context);
+    }
+
+  if (!_mpg_channel_send (worker->fd,
+                          g_variant_new (TASK_TYPE, call->function->id, chunk, call->serial, &builder),
+                          NULL, MAX_MESSAGE, -1, NULL, &error))
+    {
+      /* A worker that cannot take a task is gone: settle it as a death. */
+      g_debug ("Pool worker %d: %s", worker->pid, error->message);
+      worker_kill (worker, SIGKILL);
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+static gboolean
+worker_handle_message_locked (MpgPool  *self,
+                              Worker   *worker,
+                              GVariant *message)
+{
+  g_autoptr(GVariant) replies = NULL;
+  guint32 chunk;
+  guint64 serial;
+  Call *call = worker->call;
+  guint start, length;
+
+  if (g_variant_is_of_type (message, G_VARIANT_TYPE (INIT_ERROR_TYPE)))
+    {
+      g_autoptr(GError) error = _mpg_wire_error_from_variant (message);
+
+      if (self->broken == NULL)
+        {
+          self->broken = g_error_copy (error);
+          g_prefix_error (&self->broken, "Pool initializer failed: ");
+        }
+      /* Every call waiting for a worker fails: none will start. */
+      while (!g_queue_is_empty (&self->pending))
+        call_finish_locked (g_queue_peek_head (&self->pending), g_error_copy (self->broken));
+      return TRUE;
+    }
+
+  if (!g_variant_is_of_type (message, G_VARIANT_TYPE (REPLY_TYPE)) || call == NULL)
+    return FALSE;
+
+  g_variant_get (message, "(ut@a(bv))", &chunk, &serial, &replies);
+  start = chunk_start (call, worker->chunk);
+  length = chunk_length (call, worker->chunk);
+  if (serial != call->serial || chunk != worker->chunk || g_variant_n_children (replies) != length)
+    return FALSE;
+
+  worker_clear_timeout (worker);
+  worker->call = NULL;
+  worker->chunks_done++;
+  call->n_running--;
+
+  for (guint i = 0; i < length && !call->finished; i++)
+    {
+      GVariant *value;
+      gboolean ok;
+
+      g_variant_get_child (replies, i, "(bv)", &ok, &value);
+      if (ok)
+        call_item_done_locked (call, start + i, value, NULL);
+      else
+        {
+          GError *error = NULL;
+
+          if (g_variant_is_of_type (value, G_VARIANT_TYPE ("(sis)")))
+            error = _mpg_wire_error_from_variant (value);
+          else
+            error = g_error_new_literal (MPG_ERROR, MPG_ERROR_PROTOCOL,
+                                         "A pool worker sent a malformed error");
+          g_variant_unref (value);
+          call_item_done_locked (call, start + i, NULL, error);
+        }
+    }
+  call_chunk_done_locked (call);
+  call_unref (call);
+
+  /* A worker that did its share leaves by itself. */
+  if (self->maxtasksperchild > 0 && worker->chunks_done >= self->maxtasksperchild)
+    worker->leaving = TRUE;
+
+  return TRUE;
+}
+
+
+static gboolean
+worker_io_cb (int          fd,
+              GIOCondition condition,
+              gpointer     data)
+{
+  Worker *worker = data;
+  MpgPool *self = worker->pool;
+  gboolean keep = TRUE;
+
+  g_mutex_lock (&self->mutex);
+
+  for (;;)
+    {
+      g_autoptr(GVariant) message = NULL;
+      g_autoptr(GError) error = NULL;
+
+      message = _mpg_channel_receive (worker->fd, MAX_MESSAGE, 0, NULL, NULL, &error);
+      if (message == NULL && g_error_matches (error, MPG_ERROR, MPG_ERROR_TIMEOUT))
+        break;   /* nothing more for now */
+      if (message == NULL || !worker_handle_message_locked (self, worker, message))
+        {
+          if (message != NULL || !g_error_matches (error, MPG_ERROR, MPG_ERROR_END_OF_STREAM))
+            g_debug ("Pool worker %d: %s", worker->pid,
+                     message != NULL ? "malformed message" : error->message);
+          /* A worker that breaks the protocol is ended like a dead one. */
+          if (message != NULL)
+            worker_kill (worker, SIGKILL);
+          worker_lost_locked (self, worker);
+          keep = FALSE;
+          break;
+        }
+    }
+
+  schedule_dispatch_locked (self);
+  g_mutex_unlock (&self->mutex);
+
+  return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+static void
+worker_free (gpointer data)
+{
+  Worker *worker = data;
+
+  g_assert (worker->call == NULL);
+  g_assert (worker->io_source == NULL);
+  g_assert (worker->timeout_source == NULL);
+  g_free (worker);
+}
+
+static guint
+count_live_workers_locked (MpgPool *self)
+{
+  guint n = 0;
+
+  for (guint i = 0; i < self->workers->len; i++)
+    {
+      Worker *worker = g_ptr_array_index (self->workers, i);
+
+      if (!worker->retiring && !worker->leaving)
+        n++;
+    }
+  return n;
+}
+
+/* Forks a worker that knows every function added so far. Releases the
+ * lock while forking: a binding's fork function may need to wait for a
+ * thread that is itself waiting for this lock. */
+static Worker *
+spawn_worker_locked (MpgPool  *self,
+                     GError  **error)
+{
+  WorkerStart *start = g_new0 (WorkerStart, 1);
+  Worker *worker = g_new0 (Worker, 1);
+  int fds[2];
+  gboolean ok;
+
+  worker->pool = self;
+  worker->fd = -1;
+  worker->pidfd = -1;
+  worker->starting = TRUE;
+  worker->known_functions = self->last_function_id;
+  worker->number = g_atomic_int_add (&worker_counter, 1) + 1;
+  g_ptr_array_add (self->workers, worker);
+  self->n_starting++;
+
+  start->number = worker->number;
+  start->maxtasksperchild = self->maxtasksperchild;
+  start->initializer = self->initializer;
+  start->initializer_data = self->initializer_data;
+  start->initargs = self->initargs != NULL ? g_variant_ref (self->initargs) : NULL;
+  start->n_functions = self->functions->len;
+  start->functions = g_new (FunctionCopy, MAX (1, self->functions->len));
+  for (guint i = 0; i < self->functions->len; i++)
+    {
+      Function *function = g_ptr_array_index (self->functions, i);
+
+      start->functions[i].id = function->id;
+      start->functions[i].func = function->func;
+      start->functions[i].user_data = function->user_data;
+    }
+
+  g_mutex_unlock (&self->mutex);
+
+  ok = _mpg_fork_socketpair (fds, error);
+  if (ok)
+    {
+      start->fd = fds[1];
+      ok = _mpg_fork (fds[1], worker_main, start, &worker->pid, &worker->pidfd, error);
+      _mpg_fork_close_fd (&fds[1]);
+      if (ok)
+        worker->fd = fds[0];
+      else
+        _mpg_fork_close_fd (&fds[0]);
+    }
+  worker_start_free (start);
+
+  g_mutex_lock (&self->mutex);
+
+  self->n_starting--;
+  worker->starting = FALSE;
+  if (!ok)
+    {
+      g_ptr_array_remove (self->workers, worker);
+      g_cond_broadcast (&self->cond);
+      return NULL;
+    }
+
+  g_unix_set_fd_nonblocking (worker->fd, TRUE, NULL);
+  worker->io_source = g_unix_fd_source_new (worker->fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+  g_source_set_callback (worker->io_source, G_SOURCE_FUNC (worker_io_cb), worker, NULL);
+  g_source_set_static_name (worker->io_source, "[mpg] pool worker");
+  g_source_attach (worker->io_source, self->context);
+
+  g_debug ("Pool worker %d started", worker->pid);
+
+  /* Terminated while forking: the worker goes at once. */
+  if (self->state == POOL_TERMINATED)
+    worker_kill (worker, SIGKILL);
+
+  return worker;
+}
+
+/* Asks an idle worker to leave: it exits when its channel ends. */
+static void
+retire_worker_locked (MpgPool *self,
+                      Worker  *worker)
+{
+  worker->retiring = TRUE;
+  shutdown (worker->fd, SHUT_WR);
+}
+
+static gboolean
+worker_is_idle (Worker *worker)
+{
+  return !worker->starting && !worker->retiring && !worker->leaving && worker->call == NULL;
+}
+
+static Worker *
+find_idle_worker_locked (MpgPool *self,
+                         guint    function_id,
+                         gboolean knowing)
+{
+  for (guint i = 0; i < self->workers->len; i++)
+    {
+      Worker *worker = g_ptr_array_index (self->workers, i);
+
+      if (worker_is_idle (worker) && (worker->known_functions >= function_id) == knowing)
+        return worker;
+    }
+  return NULL;
+}
+
+static gboolean
+dispatch_cb (gpointer data)
+{
+  MpgPool *self = data;
+  gboolean progress = TRUE;
+
+  g_mutex_lock (&self->mutex);
+  self->dispatch_scheduled = FALSE;
+
+  while (progress && self->state != POOL_TERMINATED)
+    {
+      Call *call = g_queue_peek_head (&self->pending);
+      Worker *worker;
+      guint chunk;
+
+      progress = FALSE;
+      if (call == NULL)
+        break;
+
+      if (!call_has_chunks_locked (call))
+        {
+          g_queue_pop_head (&self->pending);
+          progress = TRUE;
+          continue;
+        }
+
+      worker = find_idle_worker_locked (self, call->function->id, TRUE);
+      if (worker == NULL && self->broken == NULL &&
+          count_live_workers_locked (self) + self->n_starting < self->processes)
+        {
+          g_autoptr(GError) error = NULL;
+
+          worker = spawn_worker_locked (self, &error);
+          if (worker == NULL)
+            {
+              call_finish_locked (call, g_steal_pointer (&error));
+              progress = TRUE;
+              continue;
+            }
+          /* The lock was released: look again. */
+          progress = TRUE;
+          continue;
+        }
+      if (worker == NULL)
+        {
+          /* Make room: an idle worker that cannot run this call's function
+           * is replaced by one that can. */
+          Worker *stale = find_idle_worker_locked (self, call->function->id, FALSE);
+
+          if (stale != NULL)
+            {
+              retire_worker_locked (self, stale);
+              progress = TRUE;
+            }
+          continue;
+        }
+
+      if (!g_queue_is_empty (&call->retry_chunks))
+        chunk = GPOINTER_TO_UINT (g_queue_pop_head (&call->retry_chunks));
+      else
+        chunk = call->next_chunk++;
+      worker_send_chunk_locked (self, worker, call, chunk);
+
+      /* Round robin between calls, one chunk at a time. */
+      g_queue_pop_head (&self->pending);
+      if (call_has_chunks_locked (call))
+        g_queue_push_tail (&self->pending, call);
+      progress = TRUE;
+    }
+
+  /* A closed pool lets its workers go once everything is done. */
+  if (self->state == POOL_CLOSED && g_queue_is_empty (&self->pending))
+    {
+      for (guint i = 0; i < self->workers->len; i++)
+        {
+          Worker *worker = g_ptr_array_index (self->workers, i);
+
+          if (worker_is_idle (worker))
+            retire_worker_locked (self, worker);
+        }
+    }
+
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->mutex);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+schedule_dispatch_locked (MpgPool *self)
+{
+  GSource *source;
+
+  if (self->dispatch_scheduled || self->context == NULL)
+    return;
+
+  self->dispatch_scheduled = TRUE;
+  source = g_idle_source_new ();
+  g_source_set_callback (source, dispatch_cb, self, NULL);
+  g_source_set_static_name (source, "[mpg] pool dispatch");
+  g_source_attach (source, self->context);
+  g_source_unref (source);
+}
+
+static gpointer
+pool_thread_main (gpointer data)
+{
+  MpgPool *self = data;
+
+  g_main_context_push_thread_default (self->context);
+  g_main_loop_run (self->loop);
+  g_main_context_pop_thread_default (self->context);
+
+  return NULL;
+}
+
+static void
+ensure_thread_locked (MpgPool *self)
+{
+  if (self->thread != NULL)
+    return;
+
+  self->context = g_main_context_new ();
+  self->loop = g_main_loop_new (self->context, FALSE);
+  self->thread = g_thread_new ("mpg-pool", pool_thread_main, self);
+}
+
+static gboolean
+kill_workers_cb (gpointer data)
+{
+  MpgPool *self = data;
+
+  g_mutex_lock (&self->mutex);
+  for (guint i = 0; i < self->workers->len; i++)
+    worker_kill (g_ptr_array_index (self->workers, i), SIGKILL);
+  g_clear_pointer (&self->kill_source, g_source_unref);
+  g_mutex_unlock (&self->mutex);
+
+  return G_SOURCE_REMOVE;
+}
+
+/* GObject */
+
+static void
+mpg_pool_dispose (GObject *object)
+{
+  MpgPool *self = MPG_POOL (object);
+
+  mpg_pool_terminate (self);
+  mpg_pool_join (self, -1, NULL);
+
+  if (self->thread != NULL)
+    {
+      g_main_loop_quit (self->loop);
+      g_thread_join (g_steal_pointer (&self->thread));
+    }
+
+  G_OBJECT_CLASS (mpg_pool_parent_class)->dispose (object);
+}
+
+static void
+mpg_pool_finalize (GObject *object)
+{
+  MpgPool *self = MPG_POOL (object);
+
+  if (self->kill_source != NULL)
+    {
+      g_source_destroy (self->kill_source);
+      g_source_unref (self->kill_source);
+    }
+  g_clear_pointer (&self->loop, g_main_loop_unref);
+  g_clear_pointer (&self->context, g_main_context_unref);
+  g_ptr_array_unref (self->workers);
+  g_ptr_array_unref (self->calls);
+  g_queue_clear (&self->pending);
+  g_ptr_array_unref (self->functions);
+  g_clear_error (&self->broken);
+  g_clear_pointer (&self->initargs, g_variant_unref);
+  if (self->initializer_data_free != NULL)
+    self->initializer_data_free (self->initializer_data);
+  g_mutex_clear (&self->mutex);
+  g_cond_clear (&self->cond);
+
+  G_OBJECT_CLASS (mpg_pool_parent_class)->finalize (object);
+}
+
+static void
+mpg_pool_get_property (GObject    *object,
+                       guint       prop_id,
+                       GValue     *value,
+                       GParamSpec *pspec)
+{
+  MpgPool *self = MPG_POOL (object);
+
+  switch (prop_id)
+    {
+    case PROP_PROCESSES:
+      g_value_set_uint (value, mpg_pool_get_processes (self));
+      break;
+    case PROP_MAXTASKSPERCHILD:
+      g_value_set_uint (value, mpg_pool_get_maxtasksperchild (self));
+      break;
+    case PROP_TASK_TIMEOUT:
+      g_value_set_uint (value, mpg_pool_get_task_timeout (self));
+      break;
+    case PROP_RETRIES:
+      g_value_set_uint (value, mpg_pool_get_retries (self));
+      break;
+    case PROP_TASKS_SUBMITTED:
+      g_value_set_uint64 (value, mpg_pool_get_tasks_submitted (self));
+      break;
+    case PROP_TASKS_COMPLETED:
+      g_value_set_uint64 (value, mpg_pool_get_tasks_completed (self));
+      break;
+    case PROP_WORKERS_REPLACED:
+      g_value_set_uint (value, mpg_pool_get_workers_replaced (self));
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+mpg_pool_set_property (GObject      *object,
+                       guint         prop_id,
+                       const GValue *value,
+                       GParamSpec   *pspec)
+{
+  MpgPool *self = MPG_POOL (object);
+
+  switch (prop_id)
+    {
+    case PROP_PROCESSES:
+      self->processes = g_value_get_uint (value);
+      if (self->processes == 0)
+        self->processes = MAX (1, mpg_cpu_count ());
+      break;
+    case PROP_MAXTASKSPERCHILD:
+      self->maxtasksperchild = g_value_get_uint (value);
+      break;
+    case PROP_TASK_TIMEOUT:
+      mpg_pool_set_task_timeout (self, g_value_get_uint (value));
+      break;
+    case PROP_RETRIES:
+      mpg_pool_set_retries (self, g_value_get_uint (value));
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+mpg_pool_class_init (MpgPoolClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->dispose = mpg_pool_dispose;
+  object_class->finalize = mpg_pool_finalize;
+  object_class->get_property = mpg_pool_get_property;
+  object_class->set_property = mpg_pool_set_property;
+
+  /**
+   * MpgPool:processes:
+   *
+   * The number of worker processes. Set to 0 (the default) at
+   * construction for [func@Mpg.cpu_count]; reads back the number in use.
+   */
+  properties[PROP_PROCESSES] =
+    g_param_spec_uint ("processes", NULL, NULL, 0, G_MAXUINT16, 0,
+                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:maxtasksperchild:
+   *
+   * How many chunks of tasks a worker runs before it is replaced by a new
+   * one; 0 (the default) for no limit.
+   */
+  properties[PROP_MAXTASKSPERCHILD] =
+    g_param_spec_uint ("maxtasksperchild", NULL, NULL, 0, G_MAXUINT, 0,
+                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:task-timeout:
+   *
+   * The longest a task may run, in milliseconds, or 0 (the default) for no
+   * limit. A chunk of n items may run n times as long. A worker running a
+   * task longer is killed and replaced, and the task's call fails with
+   * %MPG_ERROR_TIMEOUT. Applies to tasks dispatched after it is set.
+   */
+  properties[PROP_TASK_TIMEOUT] =
+    g_param_spec_uint ("task-timeout", NULL, NULL, 0, G_MAXUINT, 0,
+                       (G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:retries:
+   *
+   * How many times a chunk of tasks whose worker died is run again, by
+   * another worker, before its call fails with %MPG_ERROR_WORKER_DIED.
+   * 0 (the default) runs nothing twice. Only useful for tasks that can
+   * safely run more than once.
+   */
+  properties[PROP_RETRIES] =
+    g_param_spec_uint ("retries", NULL, NULL, 0, G_MAXUINT8, 0,
+                       (G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:tasks-submitted:
+   *
+   * How many tasks (items) calls have submitted to the pool. Not notified.
+   */
+  properties[PROP_TASKS_SUBMITTED] =
+    g_param_spec_uint64 ("tasks-submitted", NULL, NULL, 0, G_MAXUINT64, 0,
+                         (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:tasks-completed:
+   *
+   * How many tasks (items) have finished, successfully or not. Not
+   * notified: see [signal@Mpg.Pool::progress].
+   */
+  properties[PROP_TASKS_COMPLETED] =
+    g_param_spec_uint64 ("tasks-completed", NULL, NULL, 0, G_MAXUINT64, 0,
+                         (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:workers-replaced:
+   *
+   * How many workers have been replaced because they died, timed out or
+   * reached [property@Mpg.Pool:maxtasksperchild]. Not notified.
+   */
+  properties[PROP_WORKERS_REPLACED] =
+    g_param_spec_uint ("workers-replaced", NULL, NULL, 0, G_MAXUINT, 0,
+                       (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+
+  /**
+   * MpgPool::progress:
+   * @self: the pool
+   * @call: the call, the same #GAsyncResult its callback receives
+   * @done: how many of the call's items are done
+   * @total: how many items the call has
+   *
+   * Emitted after each finished chunk of an asynchronous call
+   * ([method@Mpg.Pool.map_async], [method@Mpg.Pool.starmap_async],
+   * [method@Mpg.Pool.apply_async]), in the thread-default main context of
+   * the call, always before the call's callback. Use
+   * g_async_result_get_user_data() on @call to tell calls apart.
+   */
+  signals[SIGNAL_PROGRESS] =
+    g_signal_new ("progress", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 3,
+                  G_TYPE_ASYNC_RESULT, G_TYPE_UINT, G_TYPE_UINT);
+}
+
+static void
+function_unref_void (gpointer data)
+{
+  function_unref (data);
+}
+
+static void
+mpg_pool_init (MpgPool *self)
+{
+  g_mutex_init (&self->mutex);
+  g_cond_init (&self->cond);
+  self->workers = g_ptr_array_new_with_free_func (worker_free);
+  self->calls = g_ptr_array_new ();
+  self->functions = g_ptr_array_new_with_free_func (function_unref_void);
+  self->processes = MAX (1, mpg_cpu_count ());
+}
+
+/**
+ * mpg_pool_new:
+ * @processes: the number of worker processes, or 0 for
+ *   [func@Mpg.cpu_count]
+ *
+ * Creates a pool. No process is forked until a call needs one.
+ *
+ * Returns: (transfer full): a new pool
+ */
+MpgPool *
+mpg_pool_new (guint processes)
+{
+  return g_object_new (MPG_TYPE_POOL, "processes", processes, NULL);
+}
+
+/**
+ * mpg_pool_new_full:
+ * @processes: the number of worker processes, or 0 for
+ *   [func@Mpg.cpu_count]
+ * @initializer: (nullable) (scope notified) (closure initializer_data) (destroy initializer_data_free):
+ *   a function each worker runs when it starts, or %NULL
+ * @initializer_data: data for @initializer
+ * @initializer_data_free: (nullable): frees @initializer_data when the pool
+ *   is finalised
+ * @initargs: (nullable): the argument of @initializer; a floating
+ *   reference is sunk
+ * @maxtasksperchild: how many chunks of tasks a worker runs before it is
+ *   replaced, or 0 for no limit
+ *
+ * Creates a pool whose workers run @initializer when they start, as
+ * Python's `Pool(processes, initializer, initargs, maxtasksperchild)`.
+ *
+ * Unlike Python, whose pool forks new workers for ever when the
+ * initializer fails, a failing initializer breaks the pool: every pending
+ * call and every later one fails with the initializer's error, prefixed
+ * with "Pool initializer failed: ".
+ *
+ * Returns: (transfer full): a new pool
+ */
+MpgPool *
+mpg_pool_new_full (guint           processes,
+                   MpgTaskFunc     initializer,
+                   gpointer        initializer_data,
+                   GDestroyNotify  initializer_data_free,
+                   GVariant       *initargs,
+                   guint           maxtasksperchild)
+{
+  MpgPool *self = g_object_new (MPG_TYPE_POOL,
+                                "processes", processes,
+                                "maxtasksperchild", maxtasksperchild,
+                                NULL);
+
+  self->initializer = initializer;
+  self->initializer_data = initializer_data;
+  self->initializer_data_free = initializer_data_free;
+  if (initargs != NULL)
+    self->initargs = g_variant_ref_sink (initargs);
+
+  return self;
+}
+
+/**
+ * mpg_pool_get_processes:
+ * @self: a pool
+ *
+ * Returns: the number of worker processes
+ */
+guint
+mpg_pool_get_processes (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  return self->processes;
+}
+
+/**
+ * mpg_pool_get_maxtasksperchild:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:maxtasksperchild]
+ */
+guint
+mpg_pool_get_maxtasksperchild (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  return self->maxtasksperchild;
+}
+
+/**
+ * mpg_pool_get_task_timeout:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:task-timeout], in milliseconds
+ */
+guint
+mpg_pool_get_task_timeout (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  return g_atomic_int_get (&self->task_timeout);
+}
+
+/**
+ * mpg_pool_set_task_timeout:
+ * @self: a pool
+ * @timeout_msec: the longest a task may run, in milliseconds, or 0 for no
+ *   limit
+ *
+ * Sets [property@Mpg.Pool:task-timeout].
+ */
+void
+mpg_pool_set_task_timeout (MpgPool *self,
+                           guint    timeout_msec)
+{
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  self->task_timeout = timeout_msec;
+  g_mutex_unlock (&self->mutex);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_TASK_TIMEOUT]);
+}
+
+/**
+ * mpg_pool_get_retries:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:retries]
+ */
+guint
+mpg_pool_get_retries (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  return g_atomic_int_get (&self->retries);
+}
+
+/**
+ * mpg_pool_set_retries:
+ * @self: a pool
+ * @retries: how many times a chunk whose worker died runs again
+ *
+ * Sets [property@Mpg.Pool:retries].
+ */
+void
+mpg_pool_set_retries (MpgPool *self,
+                      guint    retries)
+{
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  self->retries = MIN (retries, G_MAXUINT8);
+  g_mutex_unlock (&self->mutex);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_RETRIES]);
+}
+
+/**
+ * mpg_pool_get_tasks_submitted:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:tasks-submitted]
+ */
+guint64
+mpg_pool_get_tasks_submitted (MpgPool *self)
+{
+  guint64 n;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+
+  g_mutex_lock (&self->mutex);
+  n = self->tasks_submitted;
+  g_mutex_unlock (&self->mutex);
+  return n;
+}
+
+/**
+ * mpg_pool_get_tasks_completed:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:tasks-completed]
+ */
+guint64
+mpg_pool_get_tasks_completed (MpgPool *self)
+{
+  guint64 n;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+
+  g_mutex_lock (&self->mutex);
+  n = self->tasks_completed;
+  g_mutex_unlock (&self->mutex);
+  return n;
+}
+
+/**
+ * mpg_pool_get_workers_replaced:
+ * @self: a pool
+ *
+ * Returns: the value of [property@Mpg.Pool:workers-replaced]
+ */
+guint
+mpg_pool_get_workers_replaced (MpgPool *self)
+{
+  guint n;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+
+  g_mutex_lock (&self->mutex);
+  n = self->workers_replaced;
+  g_mutex_unlock (&self->mutex);
+  return n;
+}
+
+/**
+ * mpg_pool_dup_worker_pids:
+ * @self: a pool
+ *
+ * Lists the process ids of the pool's live workers.
+ *
+ * Returns: (transfer full) (element-type gint): the pids
+ */
+GArray *
+mpg_pool_dup_worker_pids (MpgPool *self)
+{
+  GArray *pids;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+
+  pids = g_array_new (FALSE, FALSE, sizeof (gint));
+  g_mutex_lock (&self->mutex);
+  for (guint i = 0; i < self->workers->len; i++)
+    {
+      Worker *worker = g_ptr_array_index (self->workers, i);
+      gint pid = worker->pid;
+
+      if (!worker->starting)
+        g_array_append_val (pids, pid);
+    }
+  g_mutex_unlock (&self->mutex);
+
+  return pids;
+}
+
+/**
+ * mpg_pool_add_function:
+ * @self: a pool
+ * @func: (scope notified) (closure user_data) (destroy user_data_free):
+ *   the function
+ * @user_data: data for @func
+ * @user_data_free: (nullable): frees @user_data once the function is
+ *   removed and no call uses it
+ *
+ * Makes @func something the pool's calls can run, and returns its id.
+ *
+ * Workers are forked: they run @func and @user_data as they were when the
+ * worker was forked, whatever they are (a closure, a lambda). Workers
+ * forked before this call cannot run @func; the pool replaces them when a
+ * call of @func needs them. Reusing the id keeps workers warm.
+ *
+ * Returns: the function's id, for the calls and
+ *   [method@Mpg.Pool.remove_function]
+ */
+guint
+mpg_pool_add_function (MpgPool        *self,
+                       MpgTaskFunc     func,
+                       gpointer        user_data,
+                       GDestroyNotify  user_data_free)
+{
+  Function *function;
+  guint id;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  g_return_val_if_fail (func != NULL, 0);
+
+  function = g_new0 (Function, 1);
+  g_atomic_ref_count_init (&function->ref_count);
+  function->func = func;
+  function->user_data = user_data;
+  function->user_data_free = user_data_free;
+
+  g_mutex_lock (&self->mutex);
+  id = function->id = ++self->last_function_id;
+  g_ptr_array_add (self->functions, function);
+  g_mutex_unlock (&self->mutex);
+
+  return id;
+}
+
+/**
+ * mpg_pool_remove_function:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ *
+ * Forgets @function: later calls with its id fail. Calls already made
+ * finish.
+ */
+void
+mpg_pool_remove_function (MpgPool *self,
+                          guint    function)
+{
+  Function *removed = NULL;
+
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  for (guint i = 0; i < self->functions->len; i++)
+    {
+      Function *f = g_ptr_array_index (self->functions, i);
+
+      if (f->id == function)
+        {
+          removed = g_ptr_array_steal_index (self->functions, i);
+          break;
+        }
+    }
+  g_mutex_unlock (&self->mutex);
+
+  if (removed == NULL)
+    g_warning ("%s: pool %p has no function %u", G_STRFUNC, self, function);
+  else
+    function_unref (removed);
+}
+
+/* Submitting calls */
+
+static gboolean
+check_running_locked (MpgPool  *self,
+                      GError  **error)
+{
+  if (self->state != POOL_RUNNING)
+    {
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE, "Pool not running");
+      return FALSE;
+    }
+  if (self->broken != NULL)
+    {
+      g_propagate_error (error, g_error_copy (self->broken));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static Function *
+find_function_locked (MpgPool  *self,
+                      guint     id,
+                      GError  **error)
+{
+  for (guint i = 0; i < self->functions->len; i++)
+    {
+      Function *function = g_ptr_array_index (self->functions, i);
+
+      if (function->id == id)
+        return function_ref (function);
+    }
+
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+               "Unknown function %u: add it with mpg_pool_add_function()", id);
+  return NULL;
+}
+
+/* Validates @items (sinking a floating reference) and makes a call. */
+static Call *
+call_new (MpgPool   *self,
+          CallKind   kind,
+          guint      function_id,
+          GVariant  *items,
+          guint      chunksize,
+          GError   **error)
+{
+  g_autoptr(GVariant) owned = items != NULL ? g_variant_ref_sink (items) : NULL;
+  Function *function;
+  Call *call;
+  gsize n;
+
+  if (kind == CALL_APPLY)
+    n = 1;
+  else
+    {
+      if (owned == NULL || !g_variant_is_of_type (owned, G_VARIANT_TYPE_ARRAY))
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                       "The items must be a GVariant array, not %s",
+                       owned != NULL ? g_variant_get_type_string (owned) : "NULL");
+          return NULL;
+        }
+      n = g_variant_n_children (owned);
+      if (n > G_MAXUINT32)
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Too many items");
+          return NULL;
+        }
+    }
+
+  call = g_new0 (Call, 1);
+  g_atomic_ref_count_init (&call->ref_count);
+  call->kind = kind;
+  call->n_items = n;
+  call->items = g_new0 (GVariant *, MAX (n, 1));
+  call->results = g_new0 (GVariant *, MAX (n, 1));
+  call->errors = g_new0 (GError *, MAX (n, 1));
+
+  if (kind == CALL_APPLY)
+    call->items[0] = owned != NULL ? g_variant_ref (owned)
+                                   : g_variant_ref_sink (g_variant_new_tuple (NULL, 0));
+  else
+    {
+      gboolean boxed = g_variant_is_of_type (owned, G_VARIANT_TYPE ("av"));
+
+      for (gsize i = 0; i < n; i++)
+        {
+          GVariant *child = g_variant_get_child_value (owned, i);
+
+          if (boxed)
+            {
+              call->items[i] = g_variant_get_variant (child);
+              g_variant_unref (child);
+            }
+          else
+            call->items[i] = child;
+
+          if (kind == CALL_STARMAP && !g_variant_is_of_type (call->items[i], G_VARIANT_TYPE_TUPLE))
+            {
+              g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                           "starmap() needs tuples: item %" G_GSIZE_FORMAT " is a %s",
+                           i, g_variant_get_type_string (call->items[i]));
+              call_unref (call);
+              return NULL;
+            }
+        }
+    }
+
+  if (chunksize == 0)
+    {
+      if (kind == CALL_IMAP || kind == CALL_IMAP_UNORDERED || kind == CALL_APPLY)
+        chunksize = 1;
+      else
+        {
+          /* Python's rule: about four chunks per worker. */
+          guint64 divisor = (guint64) self->processes * 4;
+
+          chunksize = (guint) ((n + divisor - 1) / divisor);
+          if (chunksize == 0)
+            chunksize = 1;
+        }
+    }
+  call->chunksize = chunksize;
+  call->n_chunks = (guint) ((n + chunksize - 1) / chunksize);
+  call->attempts = g_new0 (guint8, MAX (call->n_chunks, 1));
+
+  g_mutex_lock (&self->mutex);
+  function = check_running_locked (self, error) ? find_function_locked (self, function_id, error) : NULL;
+  if (function == NULL)
+    {
+      g_mutex_unlock (&self->mutex);
+      call_unref (call);
+      return NULL;
+    }
+  call->function = function;
+  call->pool = g_object_ref (self);
+  call->serial = ++self->last_serial;
+  self->tasks_submitted += n;
+  g_mutex_unlock (&self->mutex);
+
+  return call;
+}
+
+/* Queues @call (or finishes it at once when it has no items). */
+static void
+call_submit (Call *call)
+{
+  MpgPool *self = call->pool;
+
+  g_mutex_lock (&self->mutex);
+  if (!check_running_locked (self, NULL) && call->n_items > 0)
+    {
+      GError *error = NULL;
+
+      check_running_locked (self, &error);
+      call->finished = TRUE;
+      call->error = error;
+      call_notify_locked (call);
+    }
+  else
+    {
+      g_ptr_array_add (self->calls, call_ref (call));
+      if (call->n_items == 0)
+        call_finish_locked (call, NULL);
+      else
+        {
+          ensure_thread_locked (self);
+          g_queue_push_tail (&self->pending, call);
+          schedule_dispatch_locked (self);
+        }
+    }
+  g_mutex_unlock (&self->mutex);
+}
+
+static void
+call_cancelled_cb (GCancellable *cancellable,
+                   gpointer      data)
+{
+  Call *call = data;
+  MpgPool *self = call->pool;
+
+  g_mutex_lock (&self->mutex);
+  if (!call->finished)
+    call_finish_locked (call, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                                   "Operation was cancelled"));
+  g_mutex_unlock (&self->mutex);
+}
+
+static void
+call_cancelled_cb_wake (GCancellable *cancellable,
+                        gpointer      data)
+{
+  MpgPool *self = data;
+
+  g_mutex_lock (&self->mutex);
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->mutex);
+}
+
+/* Runs @call and waits for it in this thread. */
+static GVariant *
+call_run_sync (Call          *call,
+               GCancellable  *cancellable,
+               GError       **error)
+{
+  MpgPool *self = call->pool;
+  GVariant *result = NULL;
+
+  if (cancellable != NULL)
+    {
+      call->cancellable = g_object_ref (cancellable);
+      call->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (call_cancelled_cb),
+                                                  call, NULL);
+    }
+
+  call_submit (call);
+
+  g_mutex_lock (&self->mutex);
+  while (!call->finished)
+    g_cond_wait (&self->cond, &self->mutex);
+  if (call->error != NULL)
+    g_propagate_error (error, g_error_copy (call->error));
+  else
+    result = call_build_result (call);
+  g_mutex_unlock (&self->mutex);
+
+  call_unref (call);
+
+  return result;
+}
+
+static void
+call_run_async (Call                *call,
+                GCancellable        *cancellable,
+                gpointer             source_tag,
+                GAsyncReadyCallback  callback,
+                gpointer             user_data)
+{
+  call->task = g_task_new (call->pool, cancellable, callback, user_data);
+  g_task_set_source_tag (call->task, source_tag);
+  g_task_set_task_data (call->task, call_ref (call), (GDestroyNotify) call_unref);
+  call->context = g_main_context_ref_thread_default ();
+
+  if (cancellable != NULL)
+    {
+      call->cancellable = g_object_ref (cancellable);
+      call->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (call_cancelled_cb),
+                                                  call, NULL);
+    }
+
+  /* The task is returned from an idle in its context, whichever thread
+   * finishes the call. */
+  call_submit (call);
+  call_unref (call);
+}
+
+static void
+report_error_async (MpgPool             *self,
+                    gpointer             source_tag,
+                    GError              *error,
+                    GAsyncReadyCallback  callback,
+                    gpointer             user_data)
+{
+  g_task_report_error (self, callback, user_data, source_tag, error);
+}
+
+static GVariant *
+call_finish (MpgPool       *self,
+             GAsyncResult  *result,
+             gpointer       source_tag,
+             GError       **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+  g_return_val_if_fail (g_async_result_is_tagged (result, source_tag), NULL);
+
+  return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/**
+ * mpg_pool_apply:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @arg: (nullable): the argument, or %NULL for `()`; a floating reference
+ *   is sunk
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Runs @function with @arg in a worker and waits for its result, as
+ * Python's `Pool.apply()`.
+ *
+ * Returns: (transfer full): the result, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_apply (MpgPool       *self,
+                guint          function,
+                GVariant      *arg,
+                GCancellable  *cancellable,
+                GError       **error)
+{
+  Call *call;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  call = call_new (self, CALL_APPLY, function, arg, 1, error);
+  if (call == NULL)
+    return NULL;
+  return call_run_sync (call, cancellable, error);
+}
+
+/**
+ * mpg_pool_apply_async:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @arg: (nullable): the argument, or %NULL for `()`; a floating reference
+ *   is sunk
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async) (closure user_data): called in the
+ *   thread-default main context of the caller when the result is there
+ * @user_data: data for @callback
+ *
+ * Runs @function with @arg in a worker, as Python's `Pool.apply_async()`.
+ * Get the result with [method@Mpg.Pool.apply_finish].
+ */
+void
+mpg_pool_apply_async (MpgPool             *self,
+                      guint                function,
+                      GVariant            *arg,
+                      GCancellable        *cancellable,
+                      GAsyncReadyCallback  callback,
+                      gpointer             user_data)
+{
+  GError *error = NULL;
+  Call *call;
+
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  call = call_new (self, CALL_APPLY, function, arg, 1, &error);
+  if (call == NULL)
+    report_error_async (self, mpg_pool_apply_async, error, callback, user_data);
+  else
+    call_run_async (call, cancellable, mpg_pool_apply_async, callback, user_data);
+}
+
+/**
+ * mpg_pool_apply_finish:
+ * @self: a pool
+ * @result: the #GAsyncResult given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mpg.Pool.apply_async].
+ *
+ * Returns: (transfer full): the result, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_apply_finish (MpgPool       *self,
+                       GAsyncResult  *result,
+                       GError       **error)
+{
+  return call_finish (self, result, mpg_pool_apply_async, error);
+}
+
+/**
+ * mpg_pool_map:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of the arguments (an `av` is unboxed); a floating
+ *   reference is sunk
+ * @chunksize: how many items a worker takes at a time, or 0 for about
+ *   four chunks per worker
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Runs @function on every item, in the workers, and waits for the
+ * results, as Python's `Pool.map()`.
+ *
+ * The results are in input order, in an `aT` array if they all have the
+ * type `T` and an `av` otherwise (an empty `av` for no items). If tasks
+ * failed, the call fails with the error of the first failed item, once
+ * every item has run.
+ *
+ * Returns: (transfer full): the results, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_map (MpgPool       *self,
+              guint          function,
+              GVariant      *items,
+              guint          chunksize,
+              GCancellable  *cancellable,
+              GError       **error)
+{
+  Call *call;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  call = call_new (self, CALL_MAP, function, items, chunksize, error);
+  if (call == NULL)
+    return NULL;
+  return call_run_sync (call, cancellable, error);
+}
+
+/**
+ * mpg_pool_map_async:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of the arguments (an `av` is unboxed); a floating
+ *   reference is sunk
+ * @chunksize: how many items a worker takes at a time, or 0 for about
+ *   four chunks per worker
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async) (closure user_data): called in the
+ *   thread-default main context of the caller when the results are there
+ * @user_data: data for @callback
+ *
+ * Runs @function on every item, in the workers, as Python's
+ * `Pool.map_async()`. The pool emits [signal@Mpg.Pool::progress] after
+ * each chunk. Cancelling @cancellable stops dispatching the call's items
+ * and fails it with %G_IO_ERROR_CANCELLED at once; the pool stays usable.
+ * Get the results with [method@Mpg.Pool.map_finish].
+ */
+void
+mpg_pool_map_async (MpgPool             *self,
+                    guint                function,
+                    GVariant            *items,
+                    guint                chunksize,
+                    GCancellable        *cancellable,
+                    GAsyncReadyCallback  callback,
+                    gpointer             user_data)
+{
+  GError *error = NULL;
+  Call *call;
+
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  call = call_new (self, CALL_MAP, function, items, chunksize, &error);
+  if (call == NULL)
+    report_error_async (self, mpg_pool_map_async, error, callback, user_data);
+  else
+    call_run_async (call, cancellable, mpg_pool_map_async, callback, user_data);
+}
+
+/**
+ * mpg_pool_map_finish:
+ * @self: a pool
+ * @result: the #GAsyncResult given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mpg.Pool.map_async].
+ *
+ * Returns: (transfer full): the results, as [method@Mpg.Pool.map] gives
+ *   them, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_map_finish (MpgPool       *self,
+                     GAsyncResult  *result,
+                     GError       **error)
+{
+  return call_finish (self, result, mpg_pool_map_async, error);
+}
+
+/**
+ * mpg_pool_starmap:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of tuples (an `av` of tuples is unboxed); a floating
+ *   reference is sunk
+ * @chunksize: how many items a worker takes at a time, or 0 for about
+ *   four chunks per worker
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * As [method@Mpg.Pool.map], for Python's `Pool.starmap()`: every item must
+ * be a tuple (%G_IO_ERROR_INVALID_ARGUMENT otherwise), which the function
+ * receives whole (bindings unpack it into arguments).
+ *
+ * Returns: (transfer full): the results, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_starmap (MpgPool       *self,
+                  guint          function,
+                  GVariant      *items,
+                  guint          chunksize,
+                  GCancellable  *cancellable,
+                  GError       **error)
+{
+  Call *call;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  call = call_new (self, CALL_STARMAP, function, items, chunksize, error);
+  if (call == NULL)
+    return NULL;
+  return call_run_sync (call, cancellable, error);
+}
+
+/**
+ * mpg_pool_starmap_async:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of tuples; a floating reference is sunk
+ * @chunksize: how many items a worker takes at a time, or 0 for about
+ *   four chunks per worker
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async) (closure user_data): called in the
+ *   thread-default main context of the caller when the results are there
+ * @user_data: data for @callback
+ *
+ * As [method@Mpg.Pool.map_async], with tuples as
+ * [method@Mpg.Pool.starmap]. Get the results with
+ * [method@Mpg.Pool.starmap_finish].
+ */
+void
+mpg_pool_starmap_async (MpgPool             *self,
+                        guint                function,
+                        GVariant            *items,
+                        guint                chunksize,
+                        GCancellable        *cancellable,
+                        GAsyncReadyCallback  callback,
+                        gpointer             user_data)
+{
+  GError *error = NULL;
+  Call *call;
+
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  call = call_new (self, CALL_STARMAP, function, items, chunksize, &error);
+  if (call == NULL)
+    report_error_async (self, mpg_pool_starmap_async, error, callback, user_data);
+  else
+    call_run_async (call, cancellable, mpg_pool_starmap_async, callback, user_data);
+}
+
+/**
+ * mpg_pool_starmap_finish:
+ * @self: a pool
+ * @result: the #GAsyncResult given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mpg.Pool.starmap_async].
+ *
+ * Returns: (transfer full): the results, or %NULL with @error set
+ */
+GVariant *
+mpg_pool_starmap_finish (MpgPool       *self,
+                         GAsyncResult  *result,
+                         GError       **error)
+{
+  return call_finish (self, result, mpg_pool_starmap_async, error);
+}
+
+static MpgPoolIterator *
+imap_common (MpgPool   *self,
+             CallKind   kind,
+             guint      function,
+             GVariant  *items,
+             guint      chunksize,
+             GError   **error)
+{
+  MpgPoolIterator *iterator;
+  Call *call;
+
+  call = call_new (self, kind, function, items, chunksize, error);
+  if (call == NULL)
+    return NULL;
+
+  iterator = g_object_new (MPG_TYPE_POOL_ITERATOR, NULL);
+  iterator->call = call;
+  call_submit (call);
+
+  return iterator;
+}
+
+/**
+ * mpg_pool_imap:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of the arguments (an `av` is unboxed); a floating
+ *   reference is sunk
+ * @chunksize: how many items a worker takes at a time; 0 means 1
+ * @error: return location for a #GError
+ *
+ * Runs @function on every item, in the workers, and returns at once an
+ * iterator that gives the results in input order as they arrive, as
+ * Python's `Pool.imap()`. A failed item is an error of
+ * [method@Mpg.PoolIterator.next] for that item only.
+ *
+ * Returns: (transfer full): an iterator, or %NULL with @error set
+ */
+MpgPoolIterator *
+mpg_pool_imap (MpgPool   *self,
+               guint      function,
+               GVariant  *items,
+               guint      chunksize,
+               GError   **error)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  return imap_common (self, CALL_IMAP, function, items, chunksize, error);
+}
+
+/**
+ * mpg_pool_imap_unordered:
+ * @self: a pool
+ * @function: an id from [method@Mpg.Pool.add_function]
+ * @items: an array of the arguments (an `av` is unboxed); a floating
+ *   reference is sunk
+ * @chunksize: how many items a worker takes at a time; 0 means 1
+ * @error: return location for a #GError
+ *
+ * As [method@Mpg.Pool.imap], but the iterator gives the results in the
+ * order they finish, as Python's `Pool.imap_unordered()`.
+ *
+ * Returns: (transfer full): an iterator, or %NULL with @error set
+ */
+MpgPoolIterator *
+mpg_pool_imap_unordered (MpgPool   *self,
+                         guint      function,
+                         GVariant  *items,
+                         guint      chunksize,
+                         GError   **error)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  return imap_common (self, CALL_IMAP_UNORDERED, function, items, chunksize, error);
+}
+
+/**
+ * mpg_pool_close:
+ * @self: a pool
+ *
+ * Stops the pool from taking new calls (they fail with
+ * %MPG_ERROR_INVALID_STATE). Calls already made complete; then the workers
+ * exit. As Python's `Pool.close()`.
+ */
+void
+mpg_pool_close (MpgPool *self)
+{
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  if (self->state == POOL_RUNNING)
+    self->state = POOL_CLOSED;
+  schedule_dispatch_locked (self);
+  g_mutex_unlock (&self->mutex);
+}
+
+/**
+ * mpg_pool_terminate:
+ * @self: a pool
+ *
+ * Stops the workers at once (`SIGTERM`, then `SIGKILL` a second later for
+ * those still there) and fails every unfinished call with
+ * %MPG_ERROR_CLOSED, as Python's `Pool.terminate()` (whose pending results
+ * never complete). Disposing of a pool terminates it.
+ */
+void
+mpg_pool_terminate (MpgPool *self)
+{
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  if (self->state == POOL_TERMINATED)
+    {
+      g_mutex_unlock (&self->mutex);
+      return;
+    }
+  self->state = POOL_TERMINATED;
+
+  while (self->calls->len > 0)
+    call_finish_locked (g_ptr_array_index (self->calls, 0),
+                        g_error_new_literal (MPG_ERROR, MPG_ERROR_CLOSED, "Pool terminated"));
+
+  for (guint i = 0; i < self->workers->len; i++)
+    worker_kill (g_ptr_array_index (self->workers, i), SIGTERM);
+
+  if (self->workers->len > 0 && self->context != NULL)
+    {
+      self->kill_source = g_timeout_source_new (TERMINATE_GRACE_MSEC);
+      g_source_set_callback (self->kill_source, kill_workers_cb, self, NULL);
+      g_source_set_static_name (self->kill_source, "[mpg] pool kill");
+      g_source_attach (self->kill_source, self->context);
+    }
+  g_mutex_unlock (&self->mutex);
+}
+
+/**
+ * mpg_pool_join:
+ * @self: a pool
+ * @timeout_msec: how long to wait at most, in milliseconds, or -1 for no
+ *   limit
+ * @error: return location for a #GError
+ *
+ * Waits until every worker has exited and is reaped, as Python's
+ * `Pool.join()`. The pool must have been closed or terminated first
+ * (%MPG_ERROR_INVALID_STATE otherwise). After a timeout, fails with
+ * %MPG_ERROR_TIMEOUT.
+ *
+ * Returns: %TRUE when the workers are gone
+ */
+gboolean
+mpg_pool_join (MpgPool  *self,
+               gint      timeout_msec,
+               GError  **error)
+{
+  gint64 deadline = timeout_msec < 0 ? -1 : g_get_monotonic_time () + (gint64) timeout_msec * 1000;
+  gboolean ret = TRUE;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  g_mutex_lock (&self->mutex);
+  if (self->state == POOL_RUNNING)
+    {
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                           "Close or terminate the pool before joining it");
+      g_mutex_unlock (&self->mutex);
+      return FALSE;
+    }
+
+  while (self->workers->len > 0 || (self->state == POOL_CLOSED && self->calls->len > 0))
+    {
+      if (deadline < 0)
+        g_cond_wait (&self->cond, &self->mutex);
+      else if (!g_cond_wait_until (&self->cond, &self->mutex, deadline) &&
+               g_get_monotonic_time () >= deadline)
+        {
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
+                               "Timed out waiting for the pool's workers");
+          ret = FALSE;
+          break;
+        }
+    }
+  g_mutex_unlock (&self->mutex);
+
+  return ret;
+}
+
+/* Iterators */
+
+static void
+mpg_pool_iterator_dispose (GObject *object)
+{
+  MpgPoolIterator *self = MPG_POOL_ITERATOR (object);
+
+  if (self->call != NULL)
+    {
+      Call *call = g_steal_pointer (&self->call);
+      MpgPool *pool = call->pool;
+
+      g_mutex_lock (&pool->mutex);
+      call_finish_locked (call, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                                     "The iterator was disposed of"));
+      g_mutex_unlock (&pool->mutex);
+      call_unref (call);
+    }
+
+  G_OBJECT_CLASS (mpg_pool_iterator_parent_class)->dispose (object);
+}
+
+static void
+mpg_pool_iterator_class_init (MpgPoolIteratorClass *klass)
+{
+  G_OBJECT_CLASS (klass)->dispose = mpg_pool_iterator_dispose;
+}
+
+static void
+mpg_pool_iterator_init (MpgPoolIterator *self)
+{
+}
+
+typedef enum
+{
+  NEXT_NONE,     /* nothing yet */
+  NEXT_VALUE,
+  NEXT_ERROR,
+  NEXT_END,
+} NextOutcome;
+
+static NextOutcome
+iterator_take_locked (Call      *call,
+                      GVariant **out_value,
+                      GError   **error)
+{
+  guint index;
+
+  if (call->n_yielded == call->n_items)
+    return NEXT_END;
+
+  if (call->kind == CALL_IMAP)
+    {
+      index = call->next_index;
+      if (call->results[index] == NULL && call->errors[index] == NULL)
+        goto nothing;
+      call->next_index++;
+    }
+  else
+    {
+      if (g_queue_is_empty (&call->completed))
+        goto nothing;
+      index = GPOINTER_TO_UINT (g_queue_pop_head (&call->completed));
+    }
+
+  call->n_yielded++;
+  if (call->errors[index] != NULL)
+    {
+      g_propagate_error (error, g_steal_pointer (&call->errors[index]));
+      return NEXT_ERROR;
+    }
+  *out_value = g_steal_pointer (&call->results[index]);
+  return NEXT_VALUE;
+
+nothing:
+  /* A call that failed as a whole (the pool was terminated) ends here. */
+  if (call->finished && call->error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (call->error));
+      return NEXT_ERROR;
+    }
+  return NEXT_NONE;
+}
+
+/**
+ * mpg_pool_iterator_next:
+ * @self: an iterator
+ * @timeout_msec: how long to wait at most, in milliseconds; 0 to poll,
+ *   -1 for no limit
+ * @cancellable: (nullable): a #GCancellable
+ * @out_value: (out) (transfer full) (optional) (nullable): the next
+ *   result, or %NULL at the end
+ * @error: return location for a #GError
+ *
+ * Takes the next result, as `next()` on the iterator of Python's
+ * `Pool.imap()` does: %TRUE with a value, %TRUE with %NULL at the end,
+ * %FALSE with the item's error when the item failed (the next call goes
+ * on with the next item), %FALSE with %MPG_ERROR_TIMEOUT when no result
+ * came within @timeout_msec (nothing is taken) and %G_IO_ERROR_CANCELLED
+ * when @cancellable was cancelled.
+ *
+ * Returns: %TRUE unless @error is set
+ */
+gboolean
+mpg_pool_iterator_next (MpgPoolIterator  *self,
+                        gint              timeout_msec,
+                        GCancellable     *cancellable,
+                        GVariant        **out_value,
+                        GError          **error)
+{
+  gint64 deadline = timeout_msec < 0 ? -1 : g_get_monotonic_time () + (gint64) timeout_msec * 1000;
+  g_autoptr(GVariant) value = NULL;
+  MpgPool *pool;
+  Call *call;
+  gulong cancelled_id = 0;
+  NextOutcome outcome;
+
+  g_return_val_if_fail (MPG_IS_POOL_ITERATOR (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  call = self->call;
+  pool = call->pool;
+
+  if (out_value != NULL)
+    *out_value = NULL;
+
+  if (g_cancellable_set_error_if_cancelled (cancellable, error))
+    return FALSE;
+
+  if (cancellable != NULL)
+    cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (call_cancelled_cb_wake),
+                                          pool, NULL);
+
+  g_mutex_lock (&pool->mutex);
+  for (;;)
+    {
+      outcome = iterator_take_locked (call, &value, error);
+      if (outcome != NEXT_NONE)
+        break;
+      if (g_cancellable_is_cancelled (cancellable))
+        {
+          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Operation was cancelled");
+          outcome = NEXT_ERROR;
+          break;
+        }
+      if (deadline < 0)
+        g_cond_wait (&pool->cond, &pool->mutex);
+      else if (g_get_monotonic_time () >= deadline ||
+               (!g_cond_wait_until (&pool->cond, &pool->mutex, deadline) &&
+                g_get_monotonic_time () >= deadline))
+        {
+          outcome = iterator_take_locked (call, &value, error);
+          if (outcome == NEXT_NONE)
+            {
+              g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT, "No result yet");
+              outcome = NEXT_ERROR;
+            }
+          break;
+        }
+    }
+  g_mutex_unlock (&pool->mutex);
+
+  if (cancelled_id != 0)
+    g_cancellable_disconnect (cancellable, cancelled_id);
+
+  if (outcome == NEXT_ERROR)
+    return FALSE;
+  if (out_value != NULL)
+    *out_value = g_steal_pointer (&value);
+  return TRUE;
+}
+
+static gboolean
+next_async_cb (gpointer data)
+{
+  Call *call = data;
+  MpgPool *pool = call->pool;
+  GVariant *value = NULL;
+  GError *error = NULL;
+  NextOutcome outcome;
+  GTask *task;
+
+  g_mutex_lock (&pool->mutex);
+  task = g_steal_pointer (&call->next_task);
+  if (task == NULL)
+    {
+      g_mutex_unlock (&pool->mutex);
+      return G_SOURCE_REMOVE;
+    }
+  outcome = iterator_take_locked (call, &value, &error);
+  if (outcome == NEXT_NONE)
+    {
+      call->next_task = task;
+      g_mutex_unlock (&pool->mutex);
+      return G_SOURCE_REMOVE;
+    }
+  g_mutex_unlock (&pool->mutex);
+
+  if (outcome == NEXT_ERROR)
+    g_task_return_error (task, error);
+  else
+    g_task_return_pointer (task, value, (GDestroyNotify) g_variant_unref);
+  g_object_unref (task);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+iterator_wake_locked (Call *call)
+{
+  if (call->next_task != NULL)
+    invoke_in_context (g_task_get_context (call->next_task), next_async_cb, call_ref (call),
+                       (GDestroyNotify) call_unref);
+}
+
+static gboolean
+next_cancelled_cb (GCancellable *cancellable,
+                   gpointer      data)
+{
+  GTask *task = data;
+  Call *call = g_task_get_task_data (task);
+  MpgPool *pool = call->pool;
+  gboolean mine;
+
+  g_mutex_lock (&pool->mutex);
+  mine = call->next_task == task;
+  if (mine)
+    call->next_task = NULL;
+  g_mutex_unlock (&pool->mutex);
+
+  if (mine)
+    {
+      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Operation was cancelled");
+      g_object_unref (task);
+    }
+
+  return G_SOURCE_REMOVE;
+}
+
+/**
+ * mpg_pool_iterator_next_async:
+ * @self: an iterator
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async) (closure user_data): called in the
+ *   thread-default main context of the caller when the next result is
+ *   there
+ * @user_data: data for @callback
+ *
+ * Takes the next result without blocking; see
+ * [method@Mpg.PoolIterator.next]. Only one may be pending at a time
+ * (%G_IO_ERROR_PENDING otherwise). Finish with
+ * [method@Mpg.PoolIterator.next_finish].
+ */
+void
+mpg_pool_iterator_next_async (MpgPoolIterator     *self,
+                              GCancellable        *cancellable,
+                              GAsyncReadyCallback  callback,
+                              gpointer             user_data)
+{
+  g_autoptr(GTask) task = NULL;
+  MpgPool *pool;
+  Call *call;
+
+  g_return_if_fail (MPG_IS_POOL_ITERATOR (self));
+
+  call = self->call;
+  pool = call->pool;
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, mpg_pool_iterator_next_async);
+  g_task_set_task_data (task, call_ref (call), (GDestroyNotify) call_unref);
+
+  g_mutex_lock (&pool->mutex);
+  if (call->next_task != NULL)
+    {
+      g_mutex_unlock (&pool->mutex);
+      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_PENDING,
+                               "A next_async() of this iterator is pending already");
+      return;
+    }
+  call->next_task = g_object_ref (task);
+  iterator_wake_locked (call);
+  g_mutex_unlock (&pool->mutex);
+
+  if (cancellable != NULL)
+    {
+      g_autoptr(GSource) source = g_cancellable_source_new (cancellable);
+
+      g_task_attach_source (task, source, G_SOURCE_FUNC (next_cancelled_cb));
+    }
+}
+
+/**
+ * mpg_pool_iterator_next_finish:
+ * @self: an iterator
+ * @result: the #GAsyncResult given to the callback
+ * @out_value: (out) (transfer full) (optional) (nullable): the next
+ *   result, or %NULL at the end
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mpg.PoolIterator.next_async], with the meaning of
+ * [method@Mpg.PoolIterator.next].
+ *
+ * Returns: %TRUE unless @error is set
+ */
+gboolean
+mpg_pool_iterator_next_finish (MpgPoolIterator  *self,
+                               GAsyncResult     *result,
+                               GVariant        **out_value,
+                               GError          **error)
+{
+  GError *local_error = NULL;
+  GVariant *value;
+
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+  g_return_val_if_fail (g_async_result_is_tagged (result, mpg_pool_iterator_next_async), FALSE);
+
+  value = g_task_propagate_pointer (G_TASK (result), &local_error);
+  if (out_value != NULL)
+    *out_value = NULL;
+  if (local_error != NULL)
+    {
+      g_propagate_error (error, local_error);
+      return FALSE;
+    }
+  if (out_value != NULL)
+    *out_value = value;
+  else if (value != NULL)
+    g_variant_unref (value);
+  return TRUE;
+}
+
+/**
+ * mpg_pool_iterator_get_length:
+ * @self: an iterator
+ *
+ * Returns: how many items the iterator's call has
+ */
+guint
+mpg_pool_iterator_get_length (MpgPoolIterator *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL_ITERATOR (self), 0);
+
+  return self->call != NULL ? self->call->n_items : 0;
+}
