@@ -93,8 +93,13 @@
  */
 
 #define MAX_MESSAGE MPG_WIRE_DEFAULT_MAX
-#define TASK_TYPE   "(uutav)"
-#define REPLY_TYPE  "(uta(bv))"
+/* Task: (function, chunk, call serial, items). The items are an array:
+ * a slice of the call's typed array, or an `av` to unbox. */
+#define TASK_TYPE   "(uutv)"
+/* Reply: (chunk, call serial, results, failures). The results are an `aT`
+ * when they all have the type T and none failed, an `av` otherwise (with
+ * `()` where an item failed); failures are (index in chunk, error). */
+#define REPLY_TYPE  "(utva(u(sis)))"
 #define INIT_ERROR_TYPE "(sis)"
 #define TERMINATE_GRACE_MSEC 1000
 
@@ -133,7 +138,10 @@ struct _Call
   CallKind kind;
   guint64 serial;
   Function *function;
-  GVariant **items;
+  GVariant **items;           /* one by one, unless fixed_input */
+  GVariantType *item_type;    /* of a typed input array; NULL to box */
+  GBytes *fixed_input;        /* the data of an array of fixed-size items */
+  gsize item_size;            /* the size of one of those */
   guint n_items;
   guint chunksize;
   guint n_chunks;
@@ -145,6 +153,7 @@ struct _Call
 
   GVariant **results;
   GError **errors;
+  GVariant **chunk_results;   /* a chunk's typed results, none failed */
 
   gboolean finished;          /* no more dispatching; result decided */
   gboolean returned;          /* the waiter has been told */
@@ -160,6 +169,7 @@ struct _Call
   guint next_index;           /* imap: next index to yield */
   GQueue completed;           /* imap_unordered: indices, completion order */
   guint n_yielded;
+  gboolean error_reported;
   GTask *next_task;           /* a pending next_async() */
 };
 
@@ -303,7 +313,12 @@ call_unref (Call *call)
       g_clear_pointer (&call->results[i], g_variant_unref);
       g_clear_error (&call->errors[i]);
     }
+  for (guint i = 0; i < call->n_chunks; i++)
+    g_clear_pointer (&call->chunk_results[i], g_variant_unref);
+  g_free (call->chunk_results);
   g_free (call->items);
+  g_clear_pointer (&call->item_type, g_variant_type_free);
+  g_clear_pointer (&call->fixed_input, g_bytes_unref);
   g_free (call->results);
   g_free (call->errors);
   g_free (call->attempts);
@@ -342,6 +357,72 @@ call_has_chunks_locked (Call *call)
          (call->next_chunk < call->n_chunks || !g_queue_is_empty (&call->retry_chunks));
 }
 
+/* Whether values of @type all have the same size (no framing offsets). */
+static gboolean
+type_is_fixed_size (const GVariantType *type)
+{
+  const char *string = g_variant_type_peek_string (type);
+  gsize length = g_variant_type_get_string_length (type);
+
+  for (gsize i = 0; i < length; i++)
+    {
+      if (strchr ("bynqiuxthd(){}", string[i]) == NULL)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* The result of item @index, which is done and did not fail. */
+static GVariant *
+call_dup_result (Call  *call,
+                 guint  index)
+{
+  GVariant *chunk = call->chunk_results[index / call->chunksize];
+
+  if (chunk != NULL)
+    return g_variant_get_child_value (chunk, index % call->chunksize);
+  return g_variant_ref (call->results[index]);
+}
+
+static gboolean
+call_item_is_done (Call  *call,
+                   guint  index)
+{
+  return call->results[index] != NULL || call->errors[index] != NULL ||
+         call->chunk_results[index / call->chunksize] != NULL;
+}
+
+/* Joins the chunks' results when they are all typed arrays of the same
+ * fixed-size type: a copy of the bytes, no value by value work. */
+static GVariant *
+call_build_fixed_result (Call *call)
+{
+  const GVariantType *type = g_variant_get_type (call->chunk_results[0]);
+  gsize total = 0;
+  guint8 *data;
+  gsize offset = 0;
+
+  if (!type_is_fixed_size (g_variant_type_element (type)))
+    return NULL;
+  for (guint c = 0; c < call->n_chunks; c++)
+    {
+      if (call->chunk_results[c] == NULL ||
+          !g_variant_type_equal (type, g_variant_get_type (call->chunk_results[c])))
+        return NULL;
+      total += g_variant_get_size (call->chunk_results[c]);
+    }
+
+  data = g_malloc (MAX (total, 1));
+  for (guint c = 0; c < call->n_chunks; c++)
+    {
+      gsize size = g_variant_get_size (call->chunk_results[c]);
+
+      memcpy (data + offset, g_variant_get_data (call->chunk_results[c]), size);
+      offset += size;
+    }
+  return g_variant_ref_sink (g_variant_new_from_data (type, data, total, TRUE, g_free, data));
+}
+
 /* The results of a finished map, apply or starmap; see the class docs for
  * their type. */
 static GVariant *
@@ -349,29 +430,46 @@ call_build_result (Call *call)
 {
   const GVariantType *type = NULL;
   g_autofree GVariant **children = NULL;
+  GVariant *result;
 
   if (call->kind == CALL_APPLY)
-    return g_variant_ref (call->results[0]);
+    return call_dup_result (call, 0);
 
-  for (guint i = 0; i < call->n_items; i++)
-    {
-      if (type == NULL)
-        type = g_variant_get_type (call->results[i]);
-      else if (!g_variant_type_equal (type, g_variant_get_type (call->results[i])))
-        {
-          type = G_VARIANT_TYPE_VARIANT;
-          break;
-        }
-    }
-
-  if (type == NULL)
+  if (call->n_items == 0)
     return g_variant_ref_sink (g_variant_new_array (G_VARIANT_TYPE_VARIANT, NULL, 0));
+
+  result = call_build_fixed_result (call);
+  if (result != NULL)
+    return result;
 
   children = g_new (GVariant *, call->n_items);
   for (guint i = 0; i < call->n_items; i++)
-    children[i] = type == G_VARIANT_TYPE_VARIANT ? g_variant_new_variant (call->results[i])
-                                                : call->results[i];
-  return g_variant_ref_sink (g_variant_new_array (type, children, call->n_items));
+    {
+      children[i] = call_dup_result (call, i);
+      if (type == NULL)
+        type = g_variant_get_type (children[i]);
+      else if (type != G_VARIANT_TYPE_VARIANT &&
+               !g_variant_type_equal (type, g_variant_get_type (children[i])))
+        type = G_VARIANT_TYPE_VARIANT;
+    }
+
+  if (type == G_VARIANT_TYPE_VARIANT)
+    {
+      for (guint i = 0; i < call->n_items; i++)
+        {
+          GVariant *box = g_variant_ref_sink (g_variant_new_variant (children[i]));
+
+          g_variant_unref (children[i]);
+          children[i] = box;
+        }
+    }
+  else
+    type = g_variant_get_type (children[0]);
+
+  result = g_variant_ref_sink (g_variant_new_array (type, children, call->n_items));
+  for (guint i = 0; i < call->n_items; i++)
+    g_variant_unref (children[i]);
+  return result;
 }
 
 typedef struct
@@ -493,7 +591,7 @@ call_item_done_locked (Call     *call,
                        GVariant *result,
                        GError   *error)
 {
-  if (call->results[index] != NULL || call->errors[index] != NULL)
+  if (call_item_is_done (call, index))
     {
       g_clear_pointer (&result, g_variant_unref);
       g_clear_error (&error);
@@ -506,6 +604,34 @@ call_item_done_locked (Call     *call,
   if (call->kind == CALL_IMAP_UNORDERED)
     g_queue_push_tail (&call->completed, GUINT_TO_POINTER (index));
   call->pool->tasks_completed++;
+}
+
+/* A chunk whose items all succeeded, with their results in a typed array. */
+static void
+call_chunk_results_locked (Call     *call,
+                           guint     chunk,
+                           GVariant *results)
+{
+  guint start = chunk_start (call, chunk);
+  guint length = chunk_length (call, chunk);
+
+  for (guint i = start; i < start + length; i++)
+    {
+      if (call_item_is_done (call, i))
+        {
+          g_variant_unref (results);
+          return;
+        }
+    }
+
+  call->chunk_results[chunk] = results;
+  call->n_done += length;
+  if (call->kind == CALL_IMAP_UNORDERED)
+    {
+      for (guint i = start; i < start + length; i++)
+        g_queue_push_tail (&call->completed, GUINT_TO_POINTER (i));
+    }
+  call->pool->tasks_completed += length;
 }
 
 /* After a chunk's items are all done. */
@@ -660,9 +786,13 @@ worker_main (gpointer data)
       g_autoptr(GVariant) items = NULL;
       g_autoptr(GError) error = NULL;
       const FunctionCopy *function = NULL;
-      GVariantBuilder builder;
+      const GVariantType *result_type = NULL;
+      GVariantBuilder failures;
+      GVariant **results;
+      GVariant *reply_results;
       guint32 function_id, chunk;
       guint64 serial;
+      gboolean boxed;
       gsize n;
 
       message = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, &error);
@@ -671,7 +801,9 @@ worker_main (gpointer data)
       if (!g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_TYPE)))
         worker_exit (1);
 
-      g_variant_get (message, "(uut@av)", &function_id, &chunk, &serial, &items);
+      g_variant_get (message, "(uutv)", &function_id, &chunk, &serial, &items);
+      if (!g_variant_is_of_type (items, G_VARIANT_TYPE_ARRAY))
+        worker_exit (1);
       for (guint i = 0; i < start->n_functions; i++)
         {
           if (start->functions[i].id == function_id)
@@ -679,32 +811,65 @@ worker_main (gpointer data)
         }
 
       n = g_variant_n_children (items);
-      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(bv)"));
+      boxed = g_variant_is_of_type (items, G_VARIANT_TYPE ("av"));
+      results = g_new0 (GVariant *, MAX (n, 1));
+      g_variant_builder_init (&failures, G_VARIANT_TYPE ("a(u(sis))"));
       for (gsize i = 0; i < n; i++)
         {
-          g_autoptr(GVariant) boxed = g_variant_get_child_value (items, i);
-          g_autoptr(GVariant) arg = g_variant_get_variant (boxed);
-          g_autoptr(GVariant) result = NULL;
+          g_autoptr(GVariant) arg = g_variant_get_child_value (items, i);
           g_autoptr(GError) task_error = NULL;
+
+          if (boxed)
+            {
+              GVariant *inner = g_variant_get_variant (arg);
+
+              g_variant_unref (arg);
+              arg = inner;
+            }
 
           if (function == NULL)
             task_error = g_error_new (MPG_ERROR, MPG_ERROR_UNKNOWN_TASK,
                                       "Function %u is unknown in this worker", function_id);
           else
-            result = worker_run_task (function, arg, &task_error);
+            results[i] = worker_run_task (function, arg, &task_error);
 
           if (task_error != NULL)
-            g_variant_builder_add (&builder, "(bv)", FALSE, _mpg_wire_error_to_variant (task_error));
-          else
-            g_variant_builder_add (&builder, "(bv)", TRUE, result);
+            {
+              g_clear_pointer (&results[i], g_variant_unref);
+              g_variant_builder_add (&failures, "(u@(sis))", (guint32) i,
+                                     _mpg_wire_error_to_variant (task_error));
+              results[i] = g_variant_ref_sink (g_variant_new_tuple (NULL, 0));
+              result_type = G_VARIANT_TYPE_VARIANT;
+            }
+          else if (result_type == NULL)
+            result_type = g_variant_get_type (results[i]);
+          else if (!g_variant_type_equal (result_type, g_variant_get_type (results[i])))
+            result_type = G_VARIANT_TYPE_VARIANT;
         }
+      if (result_type == NULL)
+        result_type = G_VARIANT_TYPE_VARIANT;
+      if (g_variant_type_equal (result_type, G_VARIANT_TYPE_VARIANT))
+        {
+          for (gsize i = 0; i < n; i++)
+            {
+              GVariant *box = g_variant_ref_sink (g_variant_new_variant (results[i]));
+
+              g_variant_unref (results[i]);
+              results[i] = box;
+            }
+        }
+      reply_results = g_variant_new_array (result_type, results, n);
+      for (gsize i = 0; i < n; i++)
+        g_variant_unref (results[i]);
+      g_clear_pointer (&results, g_free);
 
       /* Nothing the task left for the main context must run later. */
       while (g_main_context_iteration (context, FALSE))
         ;
 
-      if (!worker_send (start->fd, g_variant_new ("(ut@a(bv))", chunk, serial,
-                                                  g_variant_builder_end (&builder))))
+      if (!worker_send (start->fd, g_variant_new ("(ut@v@a(u(sis)))", chunk, serial,
+                                                  g_variant_new_variant (reply_results),
+                                                  g_variant_builder_end (&failures))))
         worker_exit (1);
 
       chunks_done++;
@@ -739,6 +904,8 @@ static void
 worker_kill (Worker *worker,
              int     sig)
 {
+  if (worker->starting)
+    return;   /* no pid yet: spawn_worker_locked() checks again */
   if (worker->pidfd >= 0)
     _mpg_pidfd_send_signal (worker->pidfd, sig);
   else if (worker->pid > 0)
@@ -840,13 +1007,29 @@ worker_send_chunk_locked (MpgPool *self,
                           guint    chunk)
 {
   g_autoptr(GError) error = NULL;
-  GVariantBuilder builder;
+  GVariant *slice;
   guint start = chunk_start (call, chunk);
   guint length = chunk_length (call, chunk);
 
-  g_variant_builder_init (&builder, G_VARIANT_TYPE ("av"));
-  for (guint i = start; i < start + length; i++)
-    g_variant_builder_add (&builder, "v", call->items[i]);
+  if (call->fixed_input != NULL)
+    {
+      g_autoptr(GBytes) bytes = g_bytes_new_from_bytes (call->fixed_input, start * call->item_size,
+                                                        length * call->item_size);
+      g_autoptr(GVariantType) array_type = g_variant_type_new_array (call->item_type);
+
+      slice = g_variant_new_from_bytes (array_type, bytes, TRUE);
+    }
+  else if (call->item_type != NULL)
+    slice = g_variant_new_array (call->item_type, call->items + start, length);
+  else
+    {
+      GVariantBuilder builder;
+
+      g_variant_builder_init (&builder, G_VARIANT_TYPE ("av"));
+      for (guint i = start; i < start + length; i++)
+        g_variant_builder_add (&builder, "v", call->items[i]);
+      slice = g_variant_builder_end (&builder);
+    }
 
   worker->call = call_ref (call);
   worker->chunk = chunk;
@@ -862,7 +1045,8 @@ worker_send_chunk_locked (MpgPool *self,
     }
 
   if (!_mpg_channel_send (worker->fd,
-                          g_variant_new (TASK_TYPE, call->function->id, chunk, call->serial, &builder),
+                          g_variant_new ("(uut@v)", call->function->id, chunk, call->serial,
+                                         g_variant_new_variant (slice)),
                           NULL, MAX_MESSAGE, -1, NULL, &error))
     {
       /* A worker that cannot take a task is gone: settle it as a death. */
@@ -879,11 +1063,14 @@ worker_handle_message_locked (MpgPool  *self,
                               Worker   *worker,
                               GVariant *message)
 {
-  g_autoptr(GVariant) replies = NULL;
+  g_autoptr(GVariant) results = NULL;
+  g_autoptr(GVariant) failures = NULL;
   guint32 chunk;
   guint64 serial;
   Call *call = worker->call;
   guint start, length;
+  gboolean boxed;
+  gsize n_failures;
 
   if (g_variant_is_of_type (message, G_VARIANT_TYPE (INIT_ERROR_TYPE)))
     {
@@ -903,10 +1090,16 @@ worker_handle_message_locked (MpgPool  *self,
   if (!g_variant_is_of_type (message, G_VARIANT_TYPE (REPLY_TYPE)) || call == NULL)
     return FALSE;
 
-  g_variant_get (message, "(ut@a(bv))", &chunk, &serial, &replies);
+  g_variant_get (message, "(utv@a(u(sis)))", &chunk, &serial, &results, &failures);
   start = chunk_start (call, worker->chunk);
   length = chunk_length (call, worker->chunk);
-  if (serial != call->serial || chunk != worker->chunk || g_variant_n_children (replies) != length)
+  if (serial != call->serial || chunk != worker->chunk ||
+      !g_variant_is_of_type (results, G_VARIANT_TYPE_ARRAY) ||
+      g_variant_n_children (results) != length)
+    return FALSE;
+  boxed = g_variant_is_of_type (results, G_VARIANT_TYPE ("av"));
+  n_failures = g_variant_n_children (failures);
+  if (n_failures > 0 && !boxed)
     return FALSE;
 
   worker_clear_timeout (worker);
@@ -914,26 +1107,31 @@ worker_handle_message_locked (MpgPool  *self,
   worker->chunks_done++;
   call->n_running--;
 
-  for (guint i = 0; i < length && !call->finished; i++)
+  for (gsize i = 0; i < n_failures && !call->finished; i++)
     {
-      GVariant *value;
-      gboolean ok;
+      g_autoptr(GVariant) error_variant = NULL;
+      guint32 index;
 
-      g_variant_get_child (replies, i, "(bv)", &ok, &value);
-      if (ok)
-        call_item_done_locked (call, start + i, value, NULL);
-      else
+      g_variant_get_child (failures, i, "(u@(sis))", &index, &error_variant);
+      if (index < length)
+        call_item_done_locked (call, start + index, NULL,
+                               _mpg_wire_error_from_variant (error_variant));
+    }
+  if (!boxed && !call->finished)
+    call_chunk_results_locked (call, worker->chunk, g_variant_ref (results));
+  for (guint i = 0; i < length && boxed && !call->finished; i++)
+    {
+      GVariant *value = g_variant_get_child_value (results, i);
+
+      if (boxed)
         {
-          GError *error = NULL;
+          GVariant *inner = g_variant_get_variant (value);
 
-          if (g_variant_is_of_type (value, G_VARIANT_TYPE ("(sis)")))
-            error = _mpg_wire_error_from_variant (value);
-          else
-            error = g_error_new_literal (MPG_ERROR, MPG_ERROR_PROTOCOL,
-                                         "A pool worker sent a malformed error");
           g_variant_unref (value);
-          call_item_done_locked (call, start + i, NULL, error);
+          value = inner;
         }
+      /* Items that failed are done already: the value is dropped. */
+      call_item_done_locked (call, start + i, value, NULL);
     }
   call_chunk_done_locked (call);
   call_unref (call);
@@ -1891,9 +2089,22 @@ call_new (MpgPool   *self,
   if (kind == CALL_APPLY)
     call->items[0] = owned != NULL ? g_variant_ref (owned)
                                    : g_variant_ref_sink (g_variant_new_tuple (NULL, 0));
+  else if (n > 0 && kind != CALL_STARMAP &&
+           type_is_fixed_size (g_variant_type_element (g_variant_get_type (owned))))
+    {
+      /* Chunks are slices of the array's bytes. */
+      call->item_type = g_variant_type_copy (g_variant_type_element (g_variant_get_type (owned)));
+      call->fixed_input = g_variant_get_data_as_bytes (owned);
+      call->item_size = g_variant_get_size (owned) / n;
+    }
   else
     {
       gboolean boxed = g_variant_is_of_type (owned, G_VARIANT_TYPE ("av"));
+
+      /* Chunks of a typed array travel as typed arrays: cheaper to
+       * serialise and check than variants. */
+      if (!boxed)
+        call->item_type = g_variant_type_copy (g_variant_type_element (g_variant_get_type (owned)));
 
       for (gsize i = 0; i < n; i++)
         {
@@ -1935,6 +2146,7 @@ call_new (MpgPool   *self,
   call->chunksize = chunksize;
   call->n_chunks = (guint) ((n + chunksize - 1) / chunksize);
   call->attempts = g_new0 (guint8, MAX (call->n_chunks, 1));
+  call->chunk_results = g_new0 (GVariant *, MAX (call->n_chunks, 1));
 
   g_mutex_lock (&self->mutex);
   function = check_running_locked (self, error) ? find_function_locked (self, function_id, error) : NULL;
@@ -1960,7 +2172,9 @@ call_submit (Call *call)
   MpgPool *self = call->pool;
 
   g_mutex_lock (&self->mutex);
-  if (!check_running_locked (self, NULL) && call->n_items > 0)
+  if (call->finished)
+    ;   /* cancelled already */
+  else if (!check_running_locked (self, NULL))
     {
       GError *error = NULL;
 
@@ -2605,7 +2819,7 @@ iterator_take_locked (Call      *call,
   if (call->kind == CALL_IMAP)
     {
       index = call->next_index;
-      if (call->results[index] == NULL && call->errors[index] == NULL)
+      if (!call_item_is_done (call, index))
         goto nothing;
       call->next_index++;
     }
@@ -2622,13 +2836,18 @@ iterator_take_locked (Call      *call,
       g_propagate_error (error, g_steal_pointer (&call->errors[index]));
       return NEXT_ERROR;
     }
-  *out_value = g_steal_pointer (&call->results[index]);
+  *out_value = call_dup_result (call, index);
+  g_clear_pointer (&call->results[index], g_variant_unref);
   return NEXT_VALUE;
 
 nothing:
-  /* A call that failed as a whole (the pool was terminated) ends here. */
+  /* A call that failed as a whole (the pool was terminated) reports it
+   * once, then ends. */
   if (call->finished && call->error != NULL)
     {
+      if (call->error_reported)
+        return NEXT_END;
+      call->error_reported = TRUE;
       g_propagate_error (error, g_error_copy (call->error));
       return NEXT_ERROR;
     }
