@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -297,6 +298,17 @@ static pid_t fork_thread_owner;
 static gpointer
 fork_thread_main (gpointer data)
 {
+  sigset_t set;
+
+  /* Signals such as Ctrl-C's are for the program's own threads (the
+   * children reset their mask). */
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGHUP);
+  sigaddset (&set, SIGQUIT);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
+
   for (;;)
     {
       ForkRequest *req;

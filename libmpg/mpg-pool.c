@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -158,6 +159,7 @@ struct _Call
   gboolean finished;          /* no more dispatching; result decided */
   gboolean returned;          /* the waiter has been told */
   GError *error;              /* the whole call failed */
+  GVariant *result;           /* of an async call, built off its context */
 
   /* async */
   GTask *task;
@@ -325,6 +327,7 @@ call_unref (Call *call)
   g_queue_clear (&call->retry_chunks);
   g_queue_clear (&call->completed);
   g_clear_error (&call->error);
+  g_clear_pointer (&call->result, g_variant_unref);
   g_clear_pointer (&call->function, function_unref);
   g_clear_object (&call->pool);
   g_free (call);
@@ -528,7 +531,7 @@ return_task_cb (gpointer data)
   if (call->error != NULL)
     error = g_error_copy (call->error);
   else
-    result = call_build_result (call);
+    result = g_steal_pointer (&call->result);
   g_mutex_unlock (&pool->mutex);
 
   if (task == NULL)
@@ -555,6 +558,10 @@ call_notify_locked (Call *call)
     iterator_wake_locked (call);
   else if (call->finished && call->task != NULL && !call->returned)
     {
+      /* Joining many results takes time: not in the caller's main loop,
+       * which may be a GUI's. */
+      if (call->error == NULL)
+        call->result = call_build_result (call);
       call->returned = TRUE;
       invoke_in_context (call->context, return_task_cb, call_ref (call),
                          (GDestroyNotify) call_unref);
@@ -1425,6 +1432,15 @@ static gpointer
 pool_thread_main (gpointer data)
 {
   MpgPool *self = data;
+  sigset_t set;
+
+  /* Signals such as Ctrl-C's are for the program's own threads. */
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGHUP);
+  sigaddset (&set, SIGQUIT);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
 
   g_main_context_push_thread_default (self->context);
   g_main_loop_run (self->loop);

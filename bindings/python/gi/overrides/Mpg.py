@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 
-from gi.repository import GLib
+from gi.repository import Gio, GLib
 
 from ..module import get_introspection_module
 from ..overrides import override
@@ -140,6 +140,36 @@ Process = override(Process)
 __all__.append('Process')
 
 
+def _wait_interruptibly(start, finish, cancellable):
+    # Runs an async call in a private main context and waits for it in
+    # slices, so that Python can run its signal handlers in between.
+    context = GLib.MainContext.new()
+    context.push_thread_default()
+    try:
+        own = Gio.Cancellable()
+        if cancellable is not None:
+            cancellable.connect(own.cancel)
+        results = []
+        ticker = GLib.timeout_source_new(50)
+        ticker.set_callback(lambda *args: GLib.SOURCE_CONTINUE)
+        ticker.attach(context)
+        try:
+            start(own, lambda source, res, *args: results.append(res))
+            try:
+                while not results:
+                    context.iteration(True)
+            except BaseException:
+                own.cancel()
+                while not results:
+                    context.iteration(True)
+                raise
+        finally:
+            ticker.destroy()
+        return finish(results[0])
+    finally:
+        context.pop_thread_default()
+
+
 class Pool(Mpg.Pool):
     # The tasks run in forked workers: what they raise must reach the
     # parent as a GLib.Error, like a failed Process target.
@@ -152,6 +182,25 @@ class Pool(Mpg.Pool):
 
     def add_function(self, func, *user_data):
         return Mpg.Pool.add_function(self, _wrap_task(func), *user_data)
+
+    # The blocking calls wait in Python, so that Ctrl-C raises
+    # KeyboardInterrupt at once (and cancels the call) instead of after
+    # the call returns, as a blocking C call would.
+
+    def apply(self, function, arg, cancellable=None):
+        return _wait_interruptibly(
+            lambda c, cb: Mpg.Pool.apply_async(self, function, arg, c, cb),
+            lambda res: Mpg.Pool.apply_finish(self, res), cancellable)
+
+    def map(self, function, items, chunksize=0, cancellable=None):
+        return _wait_interruptibly(
+            lambda c, cb: Mpg.Pool.map_async(self, function, items, chunksize, c, cb),
+            lambda res: Mpg.Pool.map_finish(self, res), cancellable)
+
+    def starmap(self, function, items, chunksize=0, cancellable=None):
+        return _wait_interruptibly(
+            lambda c, cb: Mpg.Pool.starmap_async(self, function, items, chunksize, c, cb),
+            lambda res: Mpg.Pool.starmap_finish(self, res), cancellable)
 
 
 Pool = override(Pool)
