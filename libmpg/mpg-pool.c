@@ -937,6 +937,7 @@ worker_lost_locked (MpgPool *self,
 {
   g_autofree char *how = NULL;
   int status = 0;
+  pid_t r;
   Call *call;
 
   worker_clear_timeout (worker);
@@ -949,7 +950,9 @@ worker_lost_locked (MpgPool *self,
 
   /* The channel ends when the worker exits, so this returns at once (a
    * worker that closed it otherwise is ended). */
-  if (waitpid (worker->pid, &status, WNOHANG) == 0)
+  for (guint i = 0; (r = waitpid (worker->pid, &status, WNOHANG)) == 0 && i < 200; i++)
+    g_usleep (1000);
+  if (r == 0)
     {
       worker_kill (worker, SIGKILL);
       while (waitpid (worker->pid, &status, 0) < 0 && errno == EINTR)
@@ -965,6 +968,8 @@ worker_lost_locked (MpgPool *self,
       call->n_running--;
       if (call->finished)
         ;
+      else if (self->broken != NULL)
+        call_chunk_failed_locked (call, worker->chunk, g_error_copy (self->broken));
       else if (worker->timed_out)
         call_chunk_failed_locked (call, worker->chunk,
                                   g_error_new (MPG_ERROR, MPG_ERROR_TIMEOUT,

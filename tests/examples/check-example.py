@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # check-example.py: run an example program and check what it prints
 #
-# Usage: check-example.py hello|info|queue|queue-python PROGRAM [ARGS...]
+# Usage: check-example.py hello|info|queue|queue-python|pool|progress PROGRAM [ARGS...]
 #
 # hello: the output is exactly "hello bob".
 # info: a "main line" block printed by the program itself (its parent is
@@ -9,6 +9,11 @@
 # by a child of the program, then "hello bob".
 # queue: the GVariant text of [42, None, 'hello'] sent by a child.
 # queue-python: Python's own text of it, [42, None, 'hello'].
+# pool: [1, 4, 9], the squares of [1, 2, 3] computed by a pool's workers
+# (GVariant's text of an 'ai' and Python's text of a list are the same).
+# progress: "progress DONE/TOTAL" lines, DONE increasing up to TOTAL, then
+# the sum of the squares of 1..TOTAL, then the ticks of a timer of the same
+# main loop and their worst delay.
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
@@ -107,11 +112,45 @@ def check_exactly(expected):
     return check
 
 
+def check_progress(argv):
+    proc = run(argv)
+    lines = proc.stdout.splitlines()
+    progress = []
+    while lines and lines[0].startswith('progress'):
+        match = re.fullmatch(r'progress (\d+)/(\d+)', lines.pop(0))
+        if match is None:
+            fail('malformed progress line', proc)
+        progress.append((int(match.group(1)), int(match.group(2))))
+    if len(progress) < 2:
+        fail('expected progress lines, got %d' % len(progress), proc)
+    total = progress[0][1]
+    if any(t != total for _, t in progress):
+        fail('the total changes between progress lines', proc)
+    done = [d for d, _ in progress]
+    if any(b <= a for a, b in zip(done, done[1:])) or done[0] <= 0:
+        fail('the progress counts do not increase: %r' % done, proc)
+    if done[-1] != total:
+        fail('the last progress line is %d/%d' % (done[-1], total), proc)
+
+    if len(lines) != 2:
+        fail('expected 2 lines after the progress lines, got %d' % len(lines), proc)
+    expected = sum(i * i for i in range(1, total + 1))
+    if lines[0] != 'sum %d' % expected:
+        fail('expected "sum %d"' % expected, proc)
+    match = re.fullmatch(r'ticks (\d+), worst delay (\d+\.\d) ms', lines[1])
+    if match is None:
+        fail('malformed ticks line', proc)
+    if int(match.group(1)) < 1:
+        fail('the timer of the main loop never ran', proc)
+
+
 CHECKS = {
     'hello': check_hello,
     'info': check_info,
     'queue': check_exactly("[<42>, <@mv nothing>, <'hello'>]"),
     'queue-python': check_exactly("[42, None, 'hello']"),
+    'pool': check_exactly('[1, 4, 9]'),
+    'progress': check_progress,
 }
 
 
