@@ -1822,12 +1822,16 @@ void
 mpg_pool_set_task_timeout (MpgPool *self,
                            guint    timeout_msec)
 {
+  gboolean changed;
+
   g_return_if_fail (MPG_IS_POOL (self));
 
   g_mutex_lock (&self->mutex);
+  changed = self->task_timeout != timeout_msec;
   self->task_timeout = timeout_msec;
   g_mutex_unlock (&self->mutex);
-  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_TASK_TIMEOUT]);
+  if (changed)
+    g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_TASK_TIMEOUT]);
 }
 
 /**
@@ -1854,12 +1858,17 @@ void
 mpg_pool_set_retries (MpgPool *self,
                       guint    retries)
 {
+  gboolean changed;
+
   g_return_if_fail (MPG_IS_POOL (self));
 
+  retries = MIN (retries, G_MAXUINT8);
   g_mutex_lock (&self->mutex);
-  self->retries = MIN (retries, G_MAXUINT8);
+  changed = self->retries != retries;
+  self->retries = retries;
   g_mutex_unlock (&self->mutex);
-  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_RETRIES]);
+  if (changed)
+    g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_RETRIES]);
 }
 
 /**
