@@ -22,5 +22,6 @@
 # include "mpg-connection.h"
 # include "mpg-queue.h"
 # include "mpg-pool.h"
+# include "mpg-spawn.h"
 # include "mpg-wait.h"
 #undef MPG_INSIDE

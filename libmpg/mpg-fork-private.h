@@ -42,6 +42,13 @@ gboolean  _mpg_fork                 (int             child_fd,
                                      pid_t          *out_pid,
                                      int            *out_pidfd,
                                      GError        **error);
+gboolean  _mpg_fork_exec            (char          **argv,
+                                     char          **envp,
+                                     const int      *fds,
+                                     guint           n_fds,
+                                     pid_t          *out_pid,
+                                     int            *out_pidfd,
+                                     GError        **error);
 int       _mpg_pidfd_open           (pid_t           pid);
 int       _mpg_pidfd_send_signal    (int             pidfd,
                                      int             sig);

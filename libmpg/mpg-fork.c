@@ -237,10 +237,66 @@ typedef struct
   int child_fd;
   MpgChildMain child_main;
   gpointer data;
+  /* exec: a plain fork() then execve(), nothing else in the child */
+  char **argv;
+  char **envp;
+  const int *exec_fds;
+  guint n_exec_fds;
   pid_t pid;
   int saved_errno;
   gboolean done;
 } ForkRequest;
+
+#ifndef SYS_close_range
+# define SYS_close_range 436
+#endif
+
+/* In the child of an exec fork: only async-signal-safe calls. Moves the
+ * kept fds to 3, 4, ..., closes every other fd above 2, execs. */
+G_NORETURN static void
+exec_child (ForkRequest *req,
+            pid_t        parent_pid)
+{
+  struct sigaction sa;
+  sigset_t all;
+  int first_free = 3 + (int) req->n_exec_fds;
+
+  memset (&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++)
+    {
+      if (sig != SIGKILL && sig != SIGSTOP)
+        sigaction (sig, &sa, NULL);
+    }
+  sigemptyset (&all);
+  sigprocmask (SIG_SETMASK, &all, NULL);
+
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
+    _exit (127);
+
+  /* First out of the way (the targets may be taken), then in place. */
+  {
+    int moved[16];
+
+    for (guint i = 0; i < req->n_exec_fds && i < G_N_ELEMENTS (moved); i++)
+      moved[i] = fcntl (req->exec_fds[i], F_DUPFD, first_free + 16);
+    for (guint i = 0; i < req->n_exec_fds && i < G_N_ELEMENTS (moved); i++)
+      {
+        if (moved[i] < 0 || dup2 (moved[i], 3 + (int) i) < 0)
+          _exit (127);
+      }
+  }
+  if (syscall (SYS_close_range, (unsigned int) first_free, ~0U, 0) != 0)
+    {
+      long max = sysconf (_SC_OPEN_MAX);
+
+      for (long fd = first_free; fd < max; fd++)
+        close ((int) fd);
+    }
+
+  execve (req->argv[0], req->argv, req->envp);
+  _exit (127);
+}
 
 /* Called with fork_lock held; returns in the parent only. */
 static void
@@ -254,6 +310,17 @@ do_fork_locked (ForkRequest *req)
   fflush (NULL);
 
   errno = 0;
+  if (req->argv != NULL)
+    {
+      /* Exec'd children need none of the binding's after-fork work: the
+       * runtime they run starts afresh. */
+      pid = fork ();
+      if (pid == 0)
+        exec_child (req, parent_pid);
+      req->pid = pid;
+      req->saved_errno = pid < 0 ? errno : 0;
+      return;
+    }
   if (fork_func != NULL)
     {
       pid = fork_func (fork_func_data);
@@ -361,6 +428,11 @@ fork_on_fork_thread (ForkRequest *req)
  * with the parent arranged, library fds other than @child_fd closed, then
  * @child_main. Returns in the parent only.
  */
+static gboolean fork_common (ForkRequest  *req,
+                             pid_t        *out_pid,
+                             int          *out_pidfd,
+                             GError      **error);
+
 gboolean
 _mpg_fork (int            child_fd,
            MpgChildMain   child_main,
@@ -369,7 +441,50 @@ _mpg_fork (int            child_fd,
            int           *out_pidfd,
            GError       **error)
 {
-  ForkRequest req = { child_fd, child_main, data, -1, 0, FALSE };
+  ForkRequest req = { child_fd, child_main, data, NULL, NULL, NULL, 0, -1, 0, FALSE };
+
+  return fork_common (&req, out_pid, out_pidfd, error);
+}
+
+/*
+ * _mpg_fork_exec:
+ * @argv: the program and its arguments (argv[0] is a path)
+ * @envp: the environment
+ * @fds: fds the child gets as 3, 4, ... (at most 16); every other fd
+ *   above 2 is closed
+ * @n_fds: the number of @fds
+ * @out_pid: (out): the child's pid
+ * @out_pidfd: (out): a pidfd, registered, or -1 without pidfds
+ * @error: return location for a #GError
+ *
+ * Starts a program in a child that dies with its parent. The fork happens
+ * on a long-lived thread, as for _mpg_fork(); the child runs nothing but
+ * async-signal-safe calls before execve(), so a multi-threaded parent is
+ * safe.
+ */
+gboolean
+_mpg_fork_exec (char        **argv,
+                char        **envp,
+                const int    *fds,
+                guint         n_fds,
+                pid_t        *out_pid,
+                int          *out_pidfd,
+                GError      **error)
+{
+  ForkRequest req = { -1, NULL, NULL, argv, envp, fds, n_fds, -1, 0, FALSE };
+
+  g_return_val_if_fail (n_fds <= 16, FALSE);
+
+  return fork_common (&req, out_pid, out_pidfd, error);
+}
+
+static gboolean
+fork_common (ForkRequest  *req_in,
+             pid_t        *out_pid,
+             int          *out_pidfd,
+             GError      **error)
+{
+  ForkRequest req = *req_in;
   int pidfd;
 
   if (gettid () == getpid ())

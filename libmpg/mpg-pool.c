@@ -23,6 +23,7 @@
 #include "mpg-fork-private.h"
 #include "mpg-pool.h"
 #include "mpg-process-private.h"
+#include "mpg-spawn-private.h"
 #include "mpg-runtime.h"
 #include "mpg-wire-private.h"
 
@@ -763,7 +764,7 @@ worker_main (gpointer data)
   GMainContext *context;
   guint chunks_done = 0;
 
-  _mpg_process_enter_worker (name);
+  _mpg_process_enter_worker (name, TRUE);
   /* Ctrl-C in a terminal reaches the whole process group: only the parent
    * should see it. */
   signal (SIGINT, SIG_IGN);
@@ -3144,4 +3145,12 @@ mpg_pool_iterator_get_length (MpgPoolIterator *self)
   g_return_val_if_fail (MPG_IS_POOL_ITERATOR (self), 0);
 
   return self->call != NULL ? self->call->n_items : 0;
+}
+
+/* Spawned pool workers: to come. */
+void
+_mpg_pool_spawned_main (void)
+{
+  g_printerr ("libmpg: spawned pool workers are not available yet\n");
+  _exit (1);
 }

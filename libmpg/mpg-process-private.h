@@ -15,7 +15,8 @@
 
 G_BEGIN_DECLS
 
-void      _mpg_process_enter_worker (const char *name);
+void      _mpg_process_enter_worker (const char *name,
+                                     gboolean    daemon);
 G_NORETURN
 void      _mpg_process_exit_worker  (int         exitcode);
 

@@ -22,6 +22,8 @@
 #include "mpg-error.h"
 #include "mpg-fork-private.h"
 #include "mpg-process-private.h"
+#include "mpg-spawn-private.h"
+#include "mpg-channel-private.h"
 #include "mpg-process.h"
 #include "mpg-runtime.h"
 #include "mpg-wire-private.h"
@@ -113,6 +115,8 @@ typedef struct
   MpgTaskFunc target;
   gpointer target_data;
   GDestroyNotify target_data_free;
+  char *target_name;
+  GUnixFDList *fd_list;
   MpgStartMethod start_method;
   gboolean daemon;
 
@@ -448,6 +452,8 @@ mpg_process_finalize (GObject *object)
 
   g_clear_pointer (&priv->name, g_free);
   g_clear_pointer (&priv->identity, g_free);
+  g_clear_pointer (&priv->target_name, g_free);
+  g_clear_object (&priv->fd_list);
   g_clear_pointer (&priv->args, g_variant_unref);
   g_clear_pointer (&priv->result, g_variant_unref);
   g_clear_error (&priv->result_error);
@@ -1138,6 +1144,169 @@ child_main (gpointer data)
   _exit (exitcode);
 }
 
+#define SPAWN_BOOTSTRAP_TYPE "(ssbmv)"
+
+/* Starts the child with the spawn start method: a new program, told over
+ * a socket what to run (task name, process name, daemon flag, args and
+ * their fds). Called with the lock held. */
+static gboolean
+spawn_child (MpgProcess  *self,
+             int          result_fd,
+             pid_t       *out_pid,
+             int         *out_pidfd,
+             GError     **error)
+{
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+  int boot[2];
+  int child_fds[2];
+  gboolean ok;
+
+  if (!_mpg_fork_socketpair (boot, error))
+    return FALSE;
+
+  child_fds[0] = result_fd;
+  child_fds[1] = boot[1];
+  ok = _mpg_spawn ("process", child_fds, 2, out_pid, out_pidfd, error);
+  _mpg_fork_close_fd (&boot[1]);
+
+  if (ok)
+    {
+      GVariant *bootstrap = g_variant_new (SPAWN_BOOTSTRAP_TYPE,
+                                           priv->target_name != NULL ? priv->target_name : "",
+                                           priv->name, priv->daemon, priv->args);
+
+      /* The child reads it at once; a child that died first is seen by
+       * join(), as any other failure of the child. */
+      if (!_mpg_channel_send (boot[0], bootstrap, priv->fd_list, MPG_WIRE_DEFAULT_MAX,
+                              g_get_monotonic_time () + 10 * G_USEC_PER_SEC, NULL, error))
+        {
+          g_prefix_error (error, "Could not start the spawned process: ");
+          if (*out_pidfd >= 0)
+            _mpg_pidfd_send_signal (*out_pidfd, SIGKILL);
+          else
+            kill (*out_pid, SIGKILL);
+          while (waitpid (*out_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+          _mpg_fork_close_fd (out_pidfd);
+          ok = FALSE;
+        }
+    }
+  _mpg_fork_close_fd (&boot[0]);
+
+  return ok;
+}
+
+typedef struct
+{
+  char *name;
+  GUnixFDList *fd_list;
+} SpawnedTask;
+
+static GVariant *
+spawned_target (GVariant  *args,
+                gpointer   user_data,
+                GError   **error)
+{
+  SpawnedTask *task = user_data;
+
+  if (task->name[0] == '\0')
+    return NULL;   /* a process without a target */
+
+  return _mpg_dispatch (task->name, args, task->fd_list, error);
+}
+
+/* In a spawned program: receive the bootstrap, become the child process,
+ * run the task by name, send the result and exit. */
+void
+_mpg_process_spawned_main (void)
+{
+  g_autoptr(GVariant) bootstrap = NULL;
+  g_autoptr(GError) error = NULL;
+  GUnixFDList *fd_list = NULL;
+  SpawnedTask *task;
+  const char *name;
+  gboolean daemon;
+  GVariant *args;
+  MpgProcess *self;
+  MpgProcessPrivate *priv;
+  int exitcode;
+
+  bootstrap = _mpg_channel_receive (4, MPG_WIRE_DEFAULT_MAX, -1, NULL, &fd_list, &error);
+  close (4);
+  if (bootstrap == NULL || !g_variant_is_of_type (bootstrap, G_VARIANT_TYPE (SPAWN_BOOTSTRAP_TYPE)))
+    {
+      g_printerr ("libmpg: a spawned process got no valid start message: %s\n",
+                  error != NULL ? error->message : "wrong type");
+      _exit (1);
+    }
+
+  task = g_new0 (SpawnedTask, 1);
+  g_variant_get (bootstrap, "(s&sbmv)", &task->name, &name, &daemon, &args);
+  task->fd_list = fd_list;
+
+  _mpg_process_enter_worker (name, daemon);
+  self = current_process;
+  priv = mpg_process_get_instance_private (self);
+  priv->args = args;
+  priv->target = spawned_target;
+  priv->target_data = task;
+
+  exitcode = child_run (self, 3);
+  exit_function ();
+  fflush (NULL);
+  _exit (exitcode);
+}
+
+/**
+ * mpg_process_set_target_name:
+ * @self: a process
+ * @name: (nullable): the name a spawned child finds the target by
+ *
+ * Names the target for the spawn start method, where the child is a new
+ * program that finds its task by name through the task dispatcher (see
+ * [func@Mpg.set_task_dispatcher]): a C symbol by default, a Python
+ * `module:qualname` in Python. Without a name, the spawn start method
+ * uses the exported symbol of the C target, if it has one.
+ */
+void
+mpg_process_set_target_name (MpgProcess *self,
+                             const char *name)
+{
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+
+  g_return_if_fail (MPG_IS_PROCESS (self));
+
+  g_mutex_lock (&priv->mutex);
+  g_free (priv->target_name);
+  priv->target_name = g_strdup (name);
+  g_mutex_unlock (&priv->mutex);
+}
+
+/**
+ * mpg_process_set_fd_list:
+ * @self: a process
+ * @fd_list: (nullable): the fds that handles in the args refer to
+ *
+ * Sets the fds that go with [property@Mpg.Process:args], for arguments
+ * that carry queues, connections or other fds as handles (see
+ * [method@Mpg.Queue.to_handle]). With the fork start method the child
+ * inherits every fd anyway; with spawn they are sent to the child, whose
+ * target gets them as its user data.
+ */
+void
+mpg_process_set_fd_list (MpgProcess  *self,
+                         GUnixFDList *fd_list)
+{
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+
+  g_return_if_fail (MPG_IS_PROCESS (self));
+  g_return_if_fail (fd_list == NULL || G_IS_UNIX_FD_LIST (fd_list));
+
+  g_mutex_lock (&priv->mutex);
+  g_set_object (&priv->fd_list, fd_list);
+  g_mutex_unlock (&priv->mutex);
+}
+
 /**
  * mpg_process_start:
  * @self: a process
@@ -1184,13 +1353,15 @@ mpg_process_start (MpgProcess  *self,
   method = priv->start_method;
   if (method == MPG_START_METHOD_DEFAULT)
     method = mpg_get_start_method ();
-  if (method != MPG_START_METHOD_FORK)
+  if (method == MPG_START_METHOD_FORKSERVER)
     {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                   "The %s start method is not available yet",
-                   method == MPG_START_METHOD_SPAWN ? "spawn" : "forkserver");
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                           "The forkserver start method is not available yet");
       goto failed;
     }
+  if (method == MPG_START_METHOD_SPAWN && priv->target_name == NULL && priv->target != NULL &&
+      (priv->target_name = _mpg_task_name_for (priv->target, priv->target_data, error)) == NULL)
+    goto failed;
 
   g_mutex_unlock (&priv->mutex);
   cleanup_children ();
@@ -1200,7 +1371,17 @@ mpg_process_start (MpgProcess  *self,
     goto failed;
 
   priv->result_fd = fds[1];
-  if (!_mpg_fork (fds[1], child_main, self, &pid, &pidfd, error))
+  if (method == MPG_START_METHOD_SPAWN)
+    {
+      if (!spawn_child (self, fds[1], &pid, &pidfd, error))
+        {
+          priv->result_fd = -1;
+          _mpg_fork_close_fd (&fds[0]);
+          _mpg_fork_close_fd (&fds[1]);
+          goto failed;
+        }
+    }
+  else if (!_mpg_fork (fds[1], child_main, self, &pid, &pidfd, error))
     {
       priv->result_fd = -1;
       _mpg_fork_close_fd (&fds[0]);
@@ -1960,7 +2141,8 @@ exit_function (void)
  * mpg_process_start(). The worker leaves through _mpg_process_exit_worker().
  */
 void
-_mpg_process_enter_worker (const char *name)
+_mpg_process_enter_worker (const char *name,
+                           gboolean    daemon)
 {
   MpgProcess *self;
   MpgProcessPrivate *priv;
@@ -1971,7 +2153,7 @@ _mpg_process_enter_worker (const char *name)
   priv = mpg_process_get_instance_private (self);
   g_free (priv->name);
   priv->name = g_strdup (name);
-  priv->daemon = TRUE;
+  priv->daemon = daemon;
   enter_child (self);
 }
 

@@ -12,6 +12,7 @@
 #endif
 
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
 
 #include "mpg-types.h"
 #include "mpg-version-macros.h"
@@ -61,6 +62,12 @@ void            mpg_process_set_target       (MpgProcess           *self,
                                               MpgTaskFunc           target,
                                               gpointer              user_data,
                                               GDestroyNotify        user_data_free);
+MPG_AVAILABLE_IN_ALL
+void            mpg_process_set_target_name  (MpgProcess           *self,
+                                              const char           *name);
+MPG_AVAILABLE_IN_ALL
+void            mpg_process_set_fd_list      (MpgProcess           *self,
+                                              GUnixFDList          *fd_list);
 MPG_AVAILABLE_IN_ALL
 GVariant       *mpg_process_get_args         (MpgProcess           *self);
 MPG_AVAILABLE_IN_ALL

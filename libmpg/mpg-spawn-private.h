@@ -1,0 +1,44 @@
+/* mpg-spawn-private.h
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#pragma once
+
+#ifndef PACKAGE_VERSION
+# error "config.h must be included before mpg-spawn-private.h"
+#endif
+
+#include <sys/types.h>
+
+#include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+
+#include "mpg-types.h"
+
+G_BEGIN_DECLS
+
+/* The environment variable that makes a spawned program a worker. */
+#define MPG_WORKER_ENV "MPG_WORKER"
+
+char     *_mpg_task_name_for        (MpgTaskFunc    func,
+                                     gpointer       user_data,
+                                     GError       **error);
+gboolean  _mpg_spawn                (const char    *kind,
+                                     const int     *fds,
+                                     guint          n_fds,
+                                     pid_t         *out_pid,
+                                     int           *out_pidfd,
+                                     GError       **error);
+GVariant *_mpg_dispatch             (const char    *name,
+                                     GVariant      *arg,
+                                     GUnixFDList   *fd_list,
+                                     GError       **error);
+
+/* Worker entry points, in the spawned program. */
+G_NORETURN void _mpg_process_spawned_main (void);
+G_NORETURN void _mpg_pool_spawned_main    (void);
+
+G_END_DECLS
