@@ -102,6 +102,11 @@
  * when they all have the type T and none failed, an `av` otherwise (with
  * `()` where an item failed); failures are (index in chunk, error). */
 #define REPLY_TYPE  "(utva(u(sis)))"
+/* A task by name (for spawned workers, and functions added by name). */
+#define NAMED_TASK_TYPE "(sutv)"
+/* What a spawned worker gets first: (number, maxtasksperchild,
+ * initializer name or "", initargs). */
+#define SPAWN_BOOTSTRAP_TYPE "(uusmv)"
 #define INIT_ERROR_TYPE "(sis)"
 #define TERMINATE_GRACE_MSEC 1000
 
@@ -128,6 +133,8 @@ typedef struct
   MpgTaskFunc func;
   gpointer user_data;
   GDestroyNotify user_data_free;
+  char *name;                 /* how spawned workers find it */
+  GError *name_error;         /* why it has none */
 } Function;
 
 typedef struct _Call Call;
@@ -185,6 +192,7 @@ struct _Worker
   int fd;
   guint known_functions;      /* ids up to this one were added before the fork */
   gboolean starting;
+  gboolean spawned;
   gboolean retiring;           /* the pool closed its channel */
   gboolean leaving;            /* did its maxtasksperchild chunks */
   gboolean timed_out;
@@ -204,6 +212,7 @@ struct _MpgPool
   GCond cond;
 
   guint processes;
+  MpgStartMethod start_method;
   guint maxtasksperchild;
   guint task_timeout;
   guint retries;
@@ -248,6 +257,7 @@ G_DEFINE_FINAL_TYPE (MpgPoolIterator, mpg_pool_iterator, G_TYPE_OBJECT)
 enum {
   PROP_0,
   PROP_PROCESSES,
+  PROP_START_METHOD,
   PROP_MAXTASKSPERCHILD,
   PROP_TASK_TIMEOUT,
   PROP_RETRIES,
@@ -288,6 +298,8 @@ function_unref (Function *function)
     return;
   if (function->user_data_free != NULL)
     function->user_data_free (function->user_data);
+  g_free (function->name);
+  g_clear_error (&function->name_error);
   g_free (function);
 }
 
@@ -703,8 +715,9 @@ call_chunk_failed_locked (Call   *call,
 typedef struct
 {
   guint id;
-  MpgTaskFunc func;
+  MpgTaskFunc func;           /* NULL: run by name */
   gpointer user_data;
+  const char *name;
 } FunctionCopy;
 
 typedef struct
@@ -714,9 +727,11 @@ typedef struct
   guint maxtasksperchild;
   MpgTaskFunc initializer;
   gpointer initializer_data;
+  char *initializer_name;     /* spawned workers run it by name */
   GVariant *initargs;
   FunctionCopy *functions;
   guint n_functions;
+  gboolean spawned;
 } WorkerStart;
 
 G_NORETURN static void
@@ -747,7 +762,10 @@ worker_run_task (const FunctionCopy *function,
 {
   GVariant *result;
 
-  result = function->func (arg, function->user_data, error);
+  if (function->func != NULL)
+    result = function->func (arg, function->user_data, error);
+  else
+    result = _mpg_dispatch (function->name, arg, NULL, error);
   if (result == NULL && error != NULL && *error == NULL)
     result = g_variant_new_tuple (NULL, 0);
   if (result != NULL)
@@ -760,7 +778,8 @@ static void
 worker_main (gpointer data)
 {
   WorkerStart *start = data;
-  g_autofree char *name = g_strdup_printf ("ForkPoolWorker-%u", start->number);
+  g_autofree char *name = g_strdup_printf ("%sPoolWorker-%u", start->spawned ? "Spawn" : "Fork",
+                                           start->number);
   GMainContext *context;
   guint chunks_done = 0;
 
@@ -772,13 +791,13 @@ worker_main (gpointer data)
   context = g_main_context_new ();
   g_main_context_push_thread_default (context);
 
-  if (start->initializer != NULL)
+  if (start->initializer != NULL || start->initializer_name != NULL)
     {
       g_autoptr(GVariant) args = start->initargs != NULL ? g_variant_ref (start->initargs)
                                                          : g_variant_ref_sink (g_variant_new_tuple (NULL, 0));
       g_autoptr(GVariant) result = NULL;
       g_autoptr(GError) error = NULL;
-      FunctionCopy init = { 0, start->initializer, start->initializer_data };
+      FunctionCopy init = { 0, start->initializer, start->initializer_data, start->initializer_name };
 
       result = worker_run_task (&init, args, &error);
       if (error != NULL)
@@ -794,6 +813,7 @@ worker_main (gpointer data)
       g_autoptr(GVariant) items = NULL;
       g_autoptr(GError) error = NULL;
       const FunctionCopy *function = NULL;
+      FunctionCopy named = { 0, NULL, NULL, NULL };
       const GVariantType *result_type = NULL;
       GVariantBuilder failures;
       GVariant **results;
@@ -806,17 +826,25 @@ worker_main (gpointer data)
       message = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, &error);
       if (message == NULL)
         worker_exit (0);   /* the pool closed the channel */
-      if (!g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_TYPE)))
+      if (g_variant_is_of_type (message, G_VARIANT_TYPE (NAMED_TASK_TYPE)))
+        {
+          g_variant_get (message, "(&sutv)", &named.name, &chunk, &serial, &items);
+          function_id = 0;
+          function = &named;
+        }
+      else if (g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_TYPE)))
+        {
+          g_variant_get (message, "(uutv)", &function_id, &chunk, &serial, &items);
+          for (guint i = 0; i < start->n_functions; i++)
+            {
+              if (start->functions[i].id == function_id)
+                function = &start->functions[i];
+            }
+        }
+      else
         worker_exit (1);
-
-      g_variant_get (message, "(uutv)", &function_id, &chunk, &serial, &items);
       if (!g_variant_is_of_type (items, G_VARIANT_TYPE_ARRAY))
         worker_exit (1);
-      for (guint i = 0; i < start->n_functions; i++)
-        {
-          if (start->functions[i].id == function_id)
-            function = &start->functions[i];
-        }
 
       n = g_variant_n_children (items);
       boxed = g_variant_is_of_type (items, G_VARIANT_TYPE ("av"));
@@ -890,6 +918,7 @@ static void
 worker_start_free (WorkerStart *start)
 {
   g_clear_pointer (&start->initargs, g_variant_unref);
+  g_free (start->initializer_name);
   g_free (start->functions);
   g_free (start);
 }
@@ -1021,6 +1050,7 @@ worker_send_chunk_locked (MpgPool *self,
 {
   g_autoptr(GError) error = NULL;
   GVariant *slice;
+  GVariant *message;
   guint start = chunk_start (call, chunk);
   guint length = chunk_length (call, chunk);
 
@@ -1057,10 +1087,13 @@ worker_send_chunk_locked (MpgPool *self,
       g_source_attach (worker->timeout_source, self->context);
     }
 
-  if (!_mpg_channel_send (worker->fd,
-                          g_variant_new ("(uut@v)", call->function->id, chunk, call->serial,
-                                         g_variant_new_variant (slice)),
-                          NULL, MAX_MESSAGE, -1, NULL, &error))
+  if (worker->spawned || call->function->func == NULL)
+    message = g_variant_new ("(sut@v)", call->function->name, chunk, call->serial,
+                             g_variant_new_variant (slice));
+  else
+    message = g_variant_new ("(uut@v)", call->function->id, chunk, call->serial,
+                             g_variant_new_variant (slice));
+  if (!_mpg_channel_send (worker->fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
     {
       /* A worker that cannot take a task is gone: settle it as a death. */
       g_debug ("Pool worker %d: %s", worker->pid, error->message);
@@ -1257,12 +1290,40 @@ spawn_worker_locked (MpgPool  *self,
       start->functions[i].id = function->id;
       start->functions[i].func = function->func;
       start->functions[i].user_data = function->user_data;
+      start->functions[i].name = NULL;   /* named tasks come by name */
+    }
+  if (self->start_method == MPG_START_METHOD_SPAWN)
+    {
+      worker->spawned = TRUE;
+      worker->known_functions = G_MAXUINT;
     }
 
   g_mutex_unlock (&self->mutex);
 
   ok = _mpg_fork_socketpair (fds, error);
-  if (ok)
+  if (ok && worker->spawned)
+    {
+      ok = (self->initializer == NULL ||
+            (start->initializer_name = _mpg_task_name_for (self->initializer,
+                                                           self->initializer_data, error)) != NULL) &&
+           _mpg_spawn ("pool", &fds[1], 1, &worker->pid, &worker->pidfd, error);
+      _mpg_fork_close_fd (&fds[1]);
+      if (ok && !_mpg_channel_send (fds[0],
+                                    g_variant_new (SPAWN_BOOTSTRAP_TYPE, worker->number,
+                                                   self->maxtasksperchild,
+                                                   start->initializer_name != NULL ? start->initializer_name : "",
+                                                   start->initargs),
+                                    NULL, MAX_MESSAGE, -1, NULL, error))
+        {
+          /* Gone already: the end of its channel settles it below. */
+          g_clear_error (error);
+        }
+      if (ok)
+        worker->fd = fds[0];
+      else
+        _mpg_fork_close_fd (&fds[0]);
+    }
+  else if (ok)
     {
       start->fd = fds[1];
       ok = _mpg_fork (fds[1], worker_main, start, &worker->pid, &worker->pidfd, error);
@@ -1541,6 +1602,9 @@ mpg_pool_get_property (GObject    *object,
     case PROP_MAXTASKSPERCHILD:
       g_value_set_uint (value, mpg_pool_get_maxtasksperchild (self));
       break;
+    case PROP_START_METHOD:
+      g_value_set_enum (value, mpg_pool_get_start_method (self));
+      break;
     case PROP_TASK_TIMEOUT:
       g_value_set_uint (value, mpg_pool_get_task_timeout (self));
       break;
@@ -1579,6 +1643,12 @@ mpg_pool_set_property (GObject      *object,
     case PROP_MAXTASKSPERCHILD:
       self->maxtasksperchild = g_value_get_uint (value);
       break;
+    case PROP_START_METHOD:
+      self->start_method = g_value_get_enum (value);
+      /* As multiprocessing's context: decided when the pool is made. */
+      if (self->start_method == MPG_START_METHOD_DEFAULT)
+        self->start_method = mpg_get_start_method ();
+      break;
     case PROP_TASK_TIMEOUT:
       mpg_pool_set_task_timeout (self, g_value_get_uint (value));
       break;
@@ -1608,6 +1678,21 @@ mpg_pool_class_init (MpgPoolClass *klass)
    */
   properties[PROP_PROCESSES] =
     g_param_spec_uint ("processes", NULL, NULL, 0, G_MAXUINT16, 0,
+                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:start-method:
+   *
+   * How the pool starts its workers: fork (they run a copy of this
+   * program, so any function works) or spawn (a new program that finds
+   * each function by name: see [func@Mpg.init] and
+   * [method@Mpg.Pool.add_named_function]). The default,
+   * %MPG_START_METHOD_DEFAULT, takes [func@Mpg.get_start_method] when the
+   * pool is made; reads back the method in use.
+   */
+  properties[PROP_START_METHOD] =
+    g_param_spec_enum ("start-method", NULL, NULL, MPG_TYPE_START_METHOD,
+                       MPG_START_METHOD_DEFAULT,
                        (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
 
   /**
@@ -1783,6 +1868,19 @@ mpg_pool_get_processes (MpgPool *self)
 {
   g_return_val_if_fail (MPG_IS_POOL (self), 0);
   return self->processes;
+}
+
+/**
+ * mpg_pool_get_start_method:
+ * @self: a pool
+ *
+ * Returns: how the pool starts its workers
+ */
+MpgStartMethod
+mpg_pool_get_start_method (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), MPG_START_METHOD_FORK);
+  return self->start_method;
 }
 
 /**
@@ -1995,6 +2093,44 @@ mpg_pool_add_function (MpgPool        *self,
   function->func = func;
   function->user_data = user_data;
   function->user_data_free = user_data_free;
+  if (self->start_method == MPG_START_METHOD_SPAWN)
+    function->name = _mpg_task_name_for (func, user_data, &function->name_error);
+
+  g_mutex_lock (&self->mutex);
+  id = function->id = ++self->last_function_id;
+  g_ptr_array_add (self->functions, function);
+  g_mutex_unlock (&self->mutex);
+
+  return id;
+}
+
+/**
+ * mpg_pool_add_named_function:
+ * @self: a pool
+ * @name: the function's name
+ *
+ * Makes the function called @name something the pool's calls can run, and
+ * returns its id. Workers find it by name when they run it, through the
+ * task dispatcher ([func@Mpg.set_task_dispatcher]): an exported C symbol
+ * by default, a Python `module:qualname` in Python. Unlike
+ * [method@Mpg.Pool.add_function], this works with every start method and
+ * never needs workers to be replaced.
+ *
+ * Returns: the function's id
+ */
+guint
+mpg_pool_add_named_function (MpgPool    *self,
+                             const char *name)
+{
+  Function *function;
+  guint id;
+
+  g_return_val_if_fail (MPG_IS_POOL (self), 0);
+  g_return_val_if_fail (name != NULL, 0);
+
+  function = g_new0 (Function, 1);
+  g_atomic_ref_count_init (&function->ref_count);
+  function->name = g_strdup (name);
 
   g_mutex_lock (&self->mutex);
   id = function->id = ++self->last_function_id;
@@ -2055,6 +2191,12 @@ check_running_locked (MpgPool  *self,
       g_propagate_error (error, g_error_copy (self->broken));
       return FALSE;
     }
+  if (self->start_method == MPG_START_METHOD_FORKSERVER)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                           "The forkserver start method is not available yet");
+      return FALSE;
+    }
   return TRUE;
 }
 
@@ -2067,6 +2209,11 @@ find_function_locked (MpgPool  *self,
     {
       Function *function = g_ptr_array_index (self->functions, i);
 
+      if (function->id == id && function->name_error != NULL)
+        {
+          g_propagate_error (error, g_error_copy (function->name_error));
+          return NULL;
+        }
       if (function->id == id)
         return function_ref (function);
     }
@@ -3147,10 +3294,33 @@ mpg_pool_iterator_get_length (MpgPoolIterator *self)
   return self->call != NULL ? self->call->n_items : 0;
 }
 
-/* Spawned pool workers: to come. */
+/* In a spawned pool worker: receive the bootstrap, then run the same
+ * loop as a forked worker, with every task found by name. */
 void
 _mpg_pool_spawned_main (void)
 {
-  g_printerr ("libmpg: spawned pool workers are not available yet\n");
-  _exit (1);
+  g_autoptr(GVariant) bootstrap = NULL;
+  g_autoptr(GError) error = NULL;
+  WorkerStart *start = g_new0 (WorkerStart, 1);
+  char *initializer_name;
+
+  bootstrap = _mpg_channel_receive (3, MAX_MESSAGE, -1, NULL, NULL, &error);
+  if (bootstrap == NULL || !g_variant_is_of_type (bootstrap, G_VARIANT_TYPE (SPAWN_BOOTSTRAP_TYPE)))
+    {
+      g_printerr ("libmpg: a spawned pool worker got no valid start message: %s\n",
+                  error != NULL ? error->message : "wrong type");
+      _exit (1);
+    }
+
+  start->fd = 3;
+  start->spawned = TRUE;
+  g_variant_get (bootstrap, "(uusmv)", &start->number, &start->maxtasksperchild,
+                 &initializer_name, &start->initargs);
+  if (initializer_name[0] != '\0')
+    start->initializer_name = initializer_name;
+  else
+    g_free (initializer_name);
+
+  worker_main (start);
+  _exit (1);   /* not reached: worker_main() exits */
 }

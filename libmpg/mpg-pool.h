@@ -41,6 +41,8 @@ MpgPool         *mpg_pool_new_full            (guint                 processes,
 MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_processes       (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
+MpgStartMethod   mpg_pool_get_start_method    (MpgPool              *self);
+MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_maxtasksperchild (MpgPool             *self);
 MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_task_timeout    (MpgPool              *self);
@@ -66,6 +68,9 @@ guint            mpg_pool_add_function        (MpgPool              *self,
                                                MpgTaskFunc           func,
                                                gpointer              user_data,
                                                GDestroyNotify        user_data_free);
+MPG_AVAILABLE_IN_ALL
+guint            mpg_pool_add_named_function  (MpgPool              *self,
+                                               const char           *name);
 MPG_AVAILABLE_IN_ALL
 void             mpg_pool_remove_function     (MpgPool              *self,
                                                guint                 function);
