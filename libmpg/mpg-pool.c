@@ -2256,6 +2256,8 @@ call_new (MpgPool   *self,
         }
     }
 
+  _mpg_check_not_a_lost_worker ();
+
   call = g_new0 (Call, 1);
   g_atomic_ref_count_init (&call->ref_count);
   call->kind = kind;

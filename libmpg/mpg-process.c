@@ -1338,6 +1338,8 @@ mpg_process_start (MpgProcess  *self,
   g_return_val_if_fail (MPG_IS_PROCESS (self), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  _mpg_check_not_a_lost_worker ();
+
   g_mutex_lock (&priv->mutex);
 
   if (!check_not_started (self, error))

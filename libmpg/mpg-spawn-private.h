@@ -23,6 +23,7 @@ G_BEGIN_DECLS
 /* The environment variable that makes a spawned program a worker. */
 #define MPG_WORKER_ENV "MPG_WORKER"
 
+void      _mpg_check_not_a_lost_worker (void);
 char     *_mpg_task_name_for        (MpgTaskFunc    func,
                                      gpointer       user_data,
                                      GError       **error);

@@ -72,6 +72,25 @@ mpg_worker_main (void)
   _exit (127);
 }
 
+/*
+ * _mpg_check_not_a_lost_worker:
+ *
+ * A spawned worker whose program did not call mpg_init() first runs the
+ * program's main() instead of its task; were it to start processes, it
+ * would spawn copies of itself for ever. Stop it, and say why.
+ */
+void
+_mpg_check_not_a_lost_worker (void)
+{
+  if (g_getenv (MPG_WORKER_ENV) == NULL)
+    return;
+
+  g_printerr ("libmpg: this program was started as a spawned worker, but its main() did not "
+              "call mpg_init() before using libmpg: see the documentation of the spawn start "
+              "method. Exiting.\n");
+  _exit (1);
+}
+
 /* Spawn command and dispatcher: process-wide, set once by bindings. */
 G_LOCK_DEFINE_STATIC (spawn);
 static char **spawn_command;
@@ -241,6 +260,8 @@ _mpg_spawn (const char  *kind,
 {
   g_auto(GStrv) argv = NULL;
   g_auto(GStrv) envp = NULL;
+
+  _mpg_check_not_a_lost_worker ();
 
   G_LOCK (spawn);
   argv = g_strdupv (spawn_command);
