@@ -25,6 +25,7 @@
 #include "mpg-spawn-private.h"
 #include "mpg-channel-private.h"
 #include "mpg-process.h"
+#include "mpg-queue-private.h"
 #include "mpg-runtime.h"
 #include "mpg-wire-private.h"
 
@@ -2103,7 +2104,7 @@ mpg_active_children (void)
 
 /* At the exit of a process (the parent's atexit(), or the end of a child),
  * as multiprocessing's _exit_function: terminate the daemon children, then
- * wait for all the children. */
+ * wait for all the children, then for the queues' buffers to be sent. */
 static void
 exit_function (void)
 {
@@ -2131,6 +2132,10 @@ exit_function (void)
                mpg_process_get_name (child), mpg_process_get_pid (child));
       mpg_process_join (child, -1, NULL, NULL);
     }
+
+  /* Last, as multiprocessing joins its queues' feeder threads: they have
+   * been sending meanwhile, to the children too. */
+  _mpg_queue_flush_all ();
 }
 
 /*

@@ -24,4 +24,16 @@ G_BEGIN_DECLS
  */
 int _mpg_queue_get_receive_fd (MpgQueue *self);
 
+/*
+ * _mpg_queue_flush_all:
+ *
+ * Waits until this process has sent every message that its unbounded
+ * queues buffered because their sockets were full, but for queues whose
+ * join was cancelled (mpg_queue_cancel_join_thread()): those messages are
+ * dropped. For the exit of a process: registered with atexit() by the
+ * first buffer, and called by a child's exit function (children leave with
+ * _exit()).
+ */
+void _mpg_queue_flush_all (void);
+
 G_END_DECLS

@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +79,7 @@
  * | `queue.Empty`, `queue.Full` | %MPG_ERROR_EMPTY, %MPG_ERROR_FULL |
  * | `q.qsize()`, `q.empty()`, `q.full()` | [method@Mpg.Queue.qsize], [method@Mpg.Queue.empty], [method@Mpg.Queue.full] |
  * | `q.close()` | [method@Mpg.Queue.close] |
+ * | `q.join_thread()`, `q.cancel_join_thread()` | [method@Mpg.Queue.join_thread], [method@Mpg.Queue.cancel_join_thread] |
  * | `q.task_done()`, `q.join()` | [method@Mpg.Queue.task_done], [method@Mpg.Queue.join] |
  * | pickling a queue for another process | [method@Mpg.Queue.to_handle], [ctor@Mpg.Queue.new_from_handle] |
  *
@@ -98,11 +102,40 @@
  *   that one message only; the others get every other message;
  * - there are no locks between processes (only atomic counters and futex
  *   wake-ups), so none can be left held by a process that died;
- * - a message is in the kernel's socket buffer when `put()` returns: it is
- *   not lost when its producer exits at once (unlike Python, there is no
- *   feeder thread to flush, and no `join_thread()`).
+ * - a message put is not lost when its producer exits right after: a
+ *   process waits at its exit until its buffer (below) was sent, unless
+ *   [method@Mpg.Queue.cancel_join_thread] says not to.
  *
- * Messages from one producer are taken in the order it put them.
+ * Messages from one producer (one thread) are taken in the order it put
+ * them.
+ *
+ * ## Unbounded queues and their buffer
+ *
+ * As in Python, `put()` on an unbounded queue (maxsize 0) never blocks
+ * and never fails with %MPG_ERROR_FULL. A message goes straight to the
+ * socket when there is room and nothing of this process waits before it;
+ * otherwise it waits in a buffer in the memory of the process that put
+ * it, and a feeder thread (one per queue with a backlog, for as long as
+ * the backlog lasts) sends it once consumers make room. So:
+ *
+ * - a producer whose messages nobody takes grows its buffer without
+ *   bound, as Python's does: give a queue a maxsize to bound the memory
+ *   its producers hold;
+ * - [method@Mpg.Queue.qsize] counts a message from the moment it was put,
+ *   buffered or sent;
+ * - a process that exits waits until its buffers were sent: a child
+ *   started by [class@Mpg.Process] before it exits, any process at its
+ *   normal exit (`atexit()`). If nobody will ever take them, that wait
+ *   never ends, as in Python: call [method@Mpg.Queue.cancel_join_thread]
+ *   to exit anyway (the buffered messages are then lost);
+ * - after [method@Mpg.Queue.close] the feeder goes on sending, and
+ *   [method@Mpg.Queue.join_thread] waits until it has;
+ * - a child forked while its parent's buffer holds messages starts with an
+ *   empty buffer of its own: the parent's messages are the parent's to
+ *   send, never sent twice;
+ * - a process killed (or that called `_exit()` itself) loses its buffered
+ *   messages, which stay counted by [method@Mpg.Queue.qsize] and the
+ *   unfinished tasks of a joinable queue.
  *
  * What is approximate, as in Python: [method@Mpg.Queue.qsize],
  * [method@Mpg.Queue.empty] and [method@Mpg.Queue.full] can be out of date
@@ -112,14 +145,12 @@
  * slot, makes a bounded queue one smaller for good (and leaves a joinable
  * queue's count of unfinished tasks one too high).
  *
- * An unbounded queue (maxsize 0) is bounded by the kernel's socket buffer
- * (raised to `net.core.wmem_max` when the queue is created): when nobody
- * takes messages, `put()` blocks once that is full, as Python's does when
- * its pipe is full and its feeder thread waits. Nobody should wait for a
- * producer to end before taking its messages. A message larger than
- * 64 KiB takes only a few bytes of that buffer (its data waits in a
- * memfd), so give a queue of large messages a maxsize to bound the memory
- * they hold.
+ * Nobody should wait for a producer to end before taking its messages: its
+ * exit waits for them to be taken (when they do not all fit in the
+ * kernel's socket buffer, raised to `net.core.wmem_max` when the queue is
+ * created). A message larger than 64 KiB takes only a few bytes of that
+ * buffer (its data waits in a memfd), so give a queue of large messages a
+ * maxsize to bound the memory they hold.
  *
  * Every call may be made from any thread. [method@Mpg.Queue.close] does
  * not interrupt a blocking call in another thread (cancel its
@@ -156,6 +187,10 @@ typedef struct
 
 G_STATIC_ASSERT (sizeof (SharedBlock) <= SHM_SIZE);
 
+typedef struct _Feeder Feeder;
+
+static void feeder_unref (Feeder *f);
+
 struct _MpgQueue
 {
   GObject parent_instance;
@@ -175,6 +210,11 @@ struct _MpgQueue
 
   GMutex mutex;
   GPtrArray *contexts;   /* one ref per live source, to wake on close() */
+
+  /* An unbounded queue's buffer in this process, made at the first
+   * message its socket had no room for. Set once, under feed_lock. */
+  Feeder *feeder;
+  pid_t join_cancelled_by;   /* cancel_join_thread() in this pid; feed_lock */
 };
 
 static void mpg_queue_initable_iface_init (GInitableIface *iface);
@@ -476,6 +516,8 @@ mpg_queue_finalize (GObject *object)
   MpgQueue *self = (MpgQueue *)object;
 
   release (self);
+  /* A running feeder holds its own reference and flushes on. */
+  g_clear_pointer (&self->feeder, feeder_unref);
   g_clear_pointer (&self->contexts, g_ptr_array_unref);
   g_mutex_clear (&self->mutex);
 
@@ -548,9 +590,10 @@ mpg_queue_class_init (MpgQueueClass *klass)
   /**
    * MpgQueue:maxsize:
    *
-   * The most messages the queue holds at once; 0 for no bound but the
-   * kernel's socket buffer. A put into a full queue blocks, or fails with
-   * %MPG_ERROR_FULL.
+   * The most messages the queue holds at once; 0 for no bound. A put into
+   * a full bounded queue blocks, or fails with %MPG_ERROR_FULL; a put into
+   * an unbounded queue never does (what the socket has no room for waits
+   * in the memory of the process that put it).
    */
   properties[PROP_MAXSIZE] =
     g_param_spec_uint ("maxsize", NULL, NULL,
@@ -707,6 +750,589 @@ mpg_queue_set_max_message_size (MpgQueue *self,
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MAX_MESSAGE_SIZE]);
 }
 
+/* The feeder
+ *
+ * An unbounded queue's put() never blocks, as Python's: a message the
+ * socket has no room for waits in memory, in this process, until a
+ * feeder thread can send it. While the buffer is empty put() sends
+ * directly, without blocking; once anything is buffered, later messages
+ * are buffered behind it, so that a thread's messages keep their order.
+ *
+ * One thread per queue with a backlog, living only as long as the backlog,
+ * rather than one thread for the library: each simply waits for room in
+ * its own socket (no poll set to maintain across queues), and a consumer
+ * that is slow to take one queue's messages never holds up another
+ * queue's. Idle queues cost no thread, and a queue whose socket never
+ * fills never starts one; a burst that fills it costs one thread start.
+ *
+ * The buffer is a Feeder, a plain refcounted struct (not the GObject) with
+ * its own copies of the send fd and of the shared block's mapping: close()
+ * and finalisation of the queue let it flush on, as Python's queue does,
+ * and its thread never drops a GObject reference, which could run a
+ * binding's toggle-notify after its runtime was finalised (at exit).
+ *
+ * Every Feeder's list and flags are under one lock, feed_lock. At fork()
+ * the atfork handlers hold it, so the child sees the lists whole: the
+ * child drops the messages its parent buffered (the parent sends them)
+ * and the reference of the parent's threads, which do not exist in the
+ * child. The dropping itself (freeing, closing fds) is left to later
+ * calls, out of the atfork handler.
+ */
+
+typedef struct
+{
+  GVariant *value;          /* in normal form */
+  GUnixFDList *fd_list;     /* copies of the caller's fds, or NULL */
+} Pending;
+
+struct _Feeder
+{
+  gint ref_count;           /* atomic */
+  int send_fd;
+  SharedBlock *shm;
+  gboolean joinable;
+  gint n_pending;           /* atomic mirror of pending.length, for put()'s look */
+
+  /* Under feed_lock: */
+  GQueue pending;           /* of Pending; the head is being sent */
+  gboolean running;         /* a thread feeds it, holding a reference */
+  pid_t join_cancelled_by;
+  Feeder *next_running;
+  GQueue orphans;           /* Pending a fork left over from the parent */
+  guint orphan_refs;        /* references of the parent's threads */
+  Feeder *next_orphaned;
+};
+
+static GMutex feed_lock;
+static GCond feed_cond;             /* broadcast when a feeder stops */
+static Feeder *running_feeders;
+static Feeder *orphaned_feeders;
+static gboolean feed_handlers_set;
+
+static void
+pending_free (Pending *p)
+{
+  g_variant_unref (p->value);
+  g_clear_object (&p->fd_list);
+  g_free (p);
+}
+
+static Feeder *
+feeder_ref (Feeder *f)
+{
+  g_atomic_int_inc (&f->ref_count);
+  return f;
+}
+
+static void
+feeder_unref (Feeder *f)
+{
+  if (!g_atomic_int_dec_and_test (&f->ref_count))
+    return;
+
+  /* Unreferenced, it runs no thread and has nothing left to send. */
+  g_assert (g_queue_is_empty (&f->pending) && g_queue_is_empty (&f->orphans));
+  munmap (f->shm, SHM_SIZE);
+  close (f->send_fd);
+  g_free (f);
+}
+
+/* A message counted by put() that will never be sent. */
+static void
+feeder_uncount (Feeder *f)
+{
+  g_atomic_int_add (&f->shm->count, -1);
+  if (f->joinable && g_atomic_int_dec_and_test (&f->shm->unfinished))
+    futex_wake (&f->shm->unfinished, INT_MAX);
+}
+
+static void
+feed_atfork_prepare (void)
+{
+  g_mutex_lock (&feed_lock);
+}
+
+static void
+feed_atfork_parent (void)
+{
+  g_mutex_unlock (&feed_lock);
+}
+
+/* In the child, the one thread left: no allocation, no freeing, only
+ * moving list links. */
+static void
+feed_atfork_child (void)
+{
+  Feeder *next;
+
+  for (Feeder *f = running_feeders; f != NULL; f = next)
+    {
+      GList *link;
+
+      next = f->next_running;
+      while ((link = g_queue_pop_head_link (&f->pending)) != NULL)
+        g_queue_push_tail_link (&f->orphans, link);
+      f->n_pending = 0;
+      f->running = FALSE;
+      f->next_running = NULL;
+      if (f->orphan_refs++ == 0)
+        {
+          f->next_orphaned = orphaned_feeders;
+          orphaned_feeders = f;
+        }
+    }
+  running_feeders = NULL;
+
+  /* Taken by feed_atfork_prepare() in the thread that forked, which is
+   * this one. */
+  g_mutex_unlock (&feed_lock);
+}
+
+static void
+feed_atexit (void)
+{
+  _mpg_queue_flush_all ();
+}
+
+/* Takes what fork() left of the parent's feeders, to be freed with
+ * free_orphans() once feed_lock is released. */
+static GSList *
+take_orphans_locked (GQueue *entries)
+{
+  GSList *refs = NULL;
+
+  while (orphaned_feeders != NULL)
+    {
+      Feeder *f = orphaned_feeders;
+      GList *link;
+
+      orphaned_feeders = f->next_orphaned;
+      f->next_orphaned = NULL;
+      while ((link = g_queue_pop_head_link (&f->orphans)) != NULL)
+        g_queue_push_tail_link (entries, link);
+      for (; f->orphan_refs > 0; f->orphan_refs--)
+        refs = g_slist_prepend (refs, f);
+    }
+
+  return refs;
+}
+
+static void
+free_orphans (GQueue *entries,
+              GSList *refs)
+{
+  Pending *p;
+
+  while ((p = g_queue_pop_head (entries)) != NULL)
+    pending_free (p);
+  g_slist_free_full (refs, (GDestroyNotify) feeder_unref);
+}
+
+static Feeder *
+feeder_new_locked (MpgQueue  *self,
+                   GError   **error)
+{
+  Feeder *f;
+  void *map;
+  int fd;
+
+  fd = fcntl (self->send_fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0)
+    {
+      set_error_from_errno (error, "Could not start a queue's buffer");
+      return NULL;
+    }
+  map = mmap (NULL, SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->shm_fd, 0);
+  if (map == MAP_FAILED)
+    {
+      set_error_from_errno (error, "Could not start a queue's buffer");
+      close (fd);
+      return NULL;
+    }
+
+  if (!feed_handlers_set)
+    {
+      /* Inherited by children with the rest of the address space. */
+      pthread_atfork (feed_atfork_prepare, feed_atfork_parent, feed_atfork_child);
+      atexit (feed_atexit);
+      feed_handlers_set = TRUE;
+    }
+
+  f = g_new0 (Feeder, 1);
+  f->ref_count = 1;
+  f->send_fd = fd;
+  f->shm = map;
+  f->joinable = self->joinable;
+  f->join_cancelled_by = self->join_cancelled_by;
+  g_queue_init (&f->pending);
+  g_queue_init (&f->orphans);
+
+  return f;
+}
+
+static void
+unlink_running_locked (Feeder *f)
+{
+  for (Feeder **link = &running_feeders; *link != NULL; link = &(*link)->next_running)
+    if (*link == f)
+      {
+        *link = f->next_running;
+        break;
+      }
+  f->next_running = NULL;
+  f->running = FALSE;
+}
+
+/* Sends @p, waiting for room as long as it takes. */
+static gboolean
+feeder_send (Feeder   *f,
+             Pending  *p,
+             GError  **error)
+{
+  for (;;)
+    {
+      GError *local_error = NULL;
+
+      /* Checked against max-message-size when it was put. Without
+       * blocking, so that while this thread waits it holds no memory of
+       * its own (encoded frames): a child forked meanwhile, which does
+       * not have this thread, would never free it. */
+      if (_mpg_channel_send (f->send_fd, p->value, p->fd_list, G_MAXSIZE, 0, NULL, &local_error))
+        return TRUE;
+      if (!g_error_matches (local_error, MPG_ERROR, MPG_ERROR_TIMEOUT))
+        {
+          g_propagate_error (error, local_error);
+          return FALSE;
+        }
+      g_clear_error (&local_error);
+
+      /* Refused although there is room: too many fds in flight, which
+       * poll() does not tell. Retry in a while, as the channel does. */
+      if (_mpg_channel_wait (f->send_fd, G_IO_OUT, 0, NULL, NULL))
+        g_usleep (10 * 1000);
+      else
+        _mpg_channel_wait (f->send_fd, G_IO_OUT, -1, NULL, NULL);
+    }
+}
+
+static void *
+feeder_thread (void *data)
+{
+  Feeder *f = data;   /* the running reference */
+
+  g_mutex_lock (&feed_lock);
+  for (;;)
+    {
+      g_autoptr(GError) error = NULL;
+      Pending *p = g_queue_peek_head (&f->pending);
+
+      if (p == NULL)
+        break;
+      g_mutex_unlock (&feed_lock);
+
+      if (!feeder_send (f, p, &error))
+        {
+          /* The other end closed in every process: nobody will take it. */
+          if (g_error_matches (error, MPG_ERROR, MPG_ERROR_END_OF_STREAM))
+            g_debug ("A queue's feeder dropped a message: %s", error->message);
+          else
+            g_warning ("A queue's feeder dropped a message: %s", error->message);
+          feeder_uncount (f);
+        }
+
+      /* Taken off only now: while it is being sent, a put() in this
+       * process must still see the buffer non-empty and queue behind it. */
+      g_mutex_lock (&feed_lock);
+      g_queue_pop_head (&f->pending);
+      g_atomic_int_add (&f->n_pending, -1);
+      g_mutex_unlock (&feed_lock);
+      pending_free (p);
+      g_mutex_lock (&feed_lock);
+    }
+
+  unlink_running_locked (f);
+  g_cond_broadcast (&feed_cond);
+  /* Dropped under the lock, so that no fork sees a reference held by a
+   * thread that the child does not have. Freeing a Feeder only closes an
+   * fd and unmaps. */
+  feeder_unref (f);
+  g_mutex_unlock (&feed_lock);
+
+  return NULL;
+}
+
+/* A detached POSIX thread rather than a GThread: a GThread's struct is
+ * reachable only from its own thread, so that in a child forked while it
+ * runs it is a leak (one valgrind reports). Signals are blocked in it, to
+ * be delivered to the application's threads. */
+static gboolean
+start_feeder_thread (Feeder  *f,
+                     GError **error)
+{
+  pthread_attr_t attr;
+  pthread_t thread;
+  sigset_t all, saved;
+  int ret;
+
+  sigfillset (&all);
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_sigmask (SIG_SETMASK, &all, &saved);
+  ret = pthread_create (&thread, &attr, feeder_thread, f);
+  pthread_sigmask (SIG_SETMASK, &saved, NULL);
+  pthread_attr_destroy (&attr);
+
+  if (ret != 0)
+    {
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (ret),
+                   "Could not start a queue's feeder thread: %s", g_strerror (ret));
+      return FALSE;
+    }
+  pthread_setname_np (thread, "mpg-queue-feed");
+
+  return TRUE;
+}
+
+/* Takes @p (freed on failure). */
+static gboolean
+feeder_push (MpgQueue  *self,
+             Pending   *p,
+             GError   **error)
+{
+  GQueue orphans = G_QUEUE_INIT;
+  GSList *orphan_refs;
+  Feeder *f;
+  gboolean ok = FALSE;
+
+  g_mutex_lock (&feed_lock);
+  orphan_refs = take_orphans_locked (&orphans);
+
+  f = self->feeder;
+  if (f == NULL)
+    {
+      f = feeder_new_locked (self, error);
+      if (f == NULL)
+        goto out;
+      g_atomic_pointer_set (&self->feeder, f);
+    }
+
+  g_queue_push_tail (&f->pending, p);
+  g_atomic_int_inc (&f->n_pending);
+  ok = TRUE;
+
+  if (!f->running)
+    {
+      f->running = TRUE;
+      f->next_running = running_feeders;
+      running_feeders = f;
+      if (!start_feeder_thread (feeder_ref (f), error))
+        {
+          unlink_running_locked (f);
+          feeder_unref (f);   /* not the last: the queue holds one */
+          g_queue_pop_tail (&f->pending);
+          g_atomic_int_add (&f->n_pending, -1);
+          ok = FALSE;
+        }
+    }
+
+out:
+  g_mutex_unlock (&feed_lock);
+  if (!ok)
+    pending_free (p);
+  free_orphans (&orphans, orphan_refs);
+
+  return ok;
+}
+
+/* As mpg-channel.c's: every handle must index one of the message's fds. */
+static gboolean
+handles_are_valid (GVariant *value,
+                   guint     n_fds)
+{
+  if (g_variant_is_of_type (value, G_VARIANT_TYPE_HANDLE))
+    {
+      gint32 h = g_variant_get_handle (value);
+
+      return h >= 0 && (guint) h < n_fds;
+    }
+
+  if (g_variant_is_container (value) &&
+      strpbrk (g_variant_get_type_string (value), "hv") != NULL)
+    {
+      gsize n = g_variant_n_children (value);
+
+      for (gsize i = 0; i < n; i++)
+        {
+          g_autoptr(GVariant) child = g_variant_get_child_value (value, i);
+
+          if (!handles_are_valid (child, n_fds))
+            return FALSE;
+        }
+    }
+
+  return TRUE;
+}
+
+/* What _mpg_channel_send() refuses, with the same errors, for a message
+ * that is buffered rather than sent: the put fails, not the feeder.
+ * Encoding it is the one way to know its size by the wire's own rules;
+ * the feeder encodes it again when it sends it. */
+static gboolean
+check_message (MpgQueue     *self,
+               GVariant     *normal,
+               GUnixFDList  *fd_list,
+               GError      **error)
+{
+  g_autoptr(GBytes) frame = NULL;
+  int n_fds = fd_list != NULL ? g_unix_fd_list_get_length (fd_list) : 0;
+
+  if (!handles_are_valid (normal, n_fds))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "A handle of the message does not index one of its %d file descriptors",
+                   n_fds);
+      return FALSE;
+    }
+
+  frame = _mpg_wire_encode (normal, error);
+  if (frame == NULL)
+    return FALSE;
+  if (g_bytes_get_size (frame) > self->max_message_size)
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE,
+                   "Message of %" G_GSIZE_FORMAT " bytes exceeds the maximum of %" G_GSIZE_FORMAT,
+                   g_bytes_get_size (frame), self->max_message_size);
+      return FALSE;
+    }
+
+  if (n_fds > MPG_CHANNEL_MAX_FDS)
+    {
+      g_set_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE,
+                   "A message can carry at most %d file descriptors", MPG_CHANNEL_MAX_FDS);
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+static Pending *
+pending_new (GVariant     *normal,
+             GUnixFDList  *fd_list,
+             GError      **error)
+{
+  g_autoptr(GUnixFDList) copy = NULL;
+  const int *fds = NULL;
+  int n_fds = 0;
+  Pending *p;
+
+  if (fd_list != NULL)
+    fds = g_unix_fd_list_peek_fds (fd_list, &n_fds);
+  if (n_fds > 0)
+    {
+      /* Copies: the caller may close its own as soon as put() returns. */
+      copy = g_unix_fd_list_new ();
+      for (int i = 0; i < n_fds; i++)
+        if (g_unix_fd_list_append (copy, fds[i], error) < 0)
+          return NULL;
+    }
+
+  p = g_new (Pending, 1);
+  p->value = g_variant_ref (normal);
+  p->fd_list = g_steal_pointer (&copy);
+
+  return p;
+}
+
+/* An unbounded queue's put: to the socket if nothing of this process waits
+ * before it and there is room, else to the buffer. Never blocks. */
+static gboolean
+put_unbounded (MpgQueue     *self,
+               GVariant     *value,
+               GUnixFDList  *fd_list,
+               GError      **error)
+{
+  Feeder *f = g_atomic_pointer_get (&self->feeder);
+  g_autoptr(GVariant) normal = NULL;
+  Pending *p;
+
+  if (f == NULL || g_atomic_int_get (&f->n_pending) == 0)
+    {
+      GError *local_error = NULL;
+
+      if (_mpg_channel_send (self->send_fd, value, fd_list, self->max_message_size,
+                             0, NULL, &local_error))
+        return TRUE;
+
+      /* A time-out at deadline 0 is a full socket (or too many fds in
+       * flight), after the message passed every check. */
+      if (!g_error_matches (local_error, MPG_ERROR, MPG_ERROR_TIMEOUT))
+        {
+          g_propagate_error (error, local_error);
+          return FALSE;
+        }
+      g_clear_error (&local_error);
+      normal = g_variant_get_normal_form (value);
+    }
+  else
+    {
+      normal = g_variant_get_normal_form (value);
+      if (!check_message (self, normal, fd_list, error))
+        return FALSE;
+    }
+
+  p = pending_new (normal, fd_list, error);
+  if (p == NULL)
+    return FALSE;
+
+  return feeder_push (self, p, error);
+}
+
+/*
+ * _mpg_queue_flush_all:
+ *
+ * Waits until every feeder of this process has sent its buffer, but those
+ * of queues whose join was cancelled: their buffered messages are dropped
+ * (and uncounted). Called at the exit of a process: from atexit() and from
+ * a child's exit function.
+ */
+void
+_mpg_queue_flush_all (void)
+{
+  GQueue dropped = G_QUEUE_INIT;
+  GSList *orphan_refs;
+  pid_t pid = getpid ();
+
+  g_mutex_lock (&feed_lock);
+  orphan_refs = take_orphans_locked (&dropped);
+
+  for (;;)
+    {
+      Feeder *f = running_feeders;
+
+      while (f != NULL && f->join_cancelled_by == pid)
+        f = f->next_running;
+      if (f == NULL)
+        break;
+      g_debug ("At exit: waiting for a queue's feeder to send %u messages",
+               g_queue_get_length (&f->pending));
+      g_cond_wait (&feed_cond, &feed_lock);
+    }
+
+  /* The head may be in a send that completes before the process is gone:
+   * it stays counted. */
+  for (Feeder *f = running_feeders; f != NULL; f = f->next_running)
+    while (g_queue_get_length (&f->pending) > 1)
+      {
+        g_queue_push_tail (&dropped, g_queue_pop_tail (&f->pending));
+        g_atomic_int_add (&f->n_pending, -1);
+        feeder_uncount (f);
+      }
+
+  g_mutex_unlock (&feed_lock);
+
+  free_orphans (&dropped, orphan_refs);
+}
+
 /* Putting */
 
 static gboolean
@@ -721,6 +1347,7 @@ put_internal (MpgQueue      *self,
   g_autoptr(GVariant) owned = g_variant_ref_sink (value);
   GError *local_error = NULL;
   gint64 deadline = deadline_for (block, timeout_msec);
+  gboolean ok;
 
   if (!queue_use (self, error))
     return FALSE;
@@ -732,12 +1359,24 @@ put_internal (MpgQueue      *self,
     }
 
   /* Counted before the message can be taken, so that a fast consumer's
-   * task_done() never finds the count at zero. */
+   * task_done() never finds the count at zero. A bounded queue's message
+   * is in qsize() once sent; an unbounded queue's once put, whether it
+   * goes to the socket or waits in this process's buffer. */
   if (self->joinable)
     g_atomic_int_inc (&self->shm->unfinished);
 
-  if (!_mpg_channel_send (self->send_fd, owned, fd_list, self->max_message_size,
-                          deadline, cancellable, &local_error))
+  if (self->maxsize > 0)
+    ok = _mpg_channel_send (self->send_fd, owned, fd_list, self->max_message_size,
+                            deadline, cancellable, &local_error);
+  else
+    {
+      g_atomic_int_inc (&self->shm->count);
+      ok = put_unbounded (self, owned, fd_list, &local_error);
+      if (!ok)
+        g_atomic_int_add (&self->shm->count, -1);
+    }
+
+  if (!ok)
     {
       if (self->joinable)
         unfinished_dec (self);
@@ -755,7 +1394,8 @@ put_internal (MpgQueue      *self,
       return FALSE;
     }
 
-  g_atomic_int_inc (&self->shm->count);
+  if (self->maxsize > 0)
+    g_atomic_int_inc (&self->shm->count);
   queue_unuse (self);
 
   return TRUE;
@@ -772,12 +1412,18 @@ put_internal (MpgQueue      *self,
  * @error: return location for a #GError
  *
  * Puts @value at the end of the queue, as Python's `put(obj, block,
- * timeout)`. When the queue is full (its maxsize reached, or the kernel's
- * socket buffer full), a blocking put waits for room; a non-blocking put,
- * or one whose timeout expires, fails with %MPG_ERROR_FULL.
+ * timeout)`. When a bounded queue is full (its maxsize reached, or the
+ * kernel's socket buffer full), a blocking put waits for room; a
+ * non-blocking put, or one whose timeout expires, fails with
+ * %MPG_ERROR_FULL.
  *
- * When this returns %TRUE the message is in the kernel's buffer and is
- * not lost if this process exits.
+ * On an unbounded queue (maxsize 0) a put never waits and never fails
+ * with %MPG_ERROR_FULL, whatever @block and @timeout_msec: a message the
+ * socket has no room for waits in this process's buffer until a feeder
+ * thread can send it (see the class's documentation). Either way, once
+ * this returns %TRUE the message is not lost if this process exits
+ * normally: the exit waits until it was sent (see
+ * [method@Mpg.Queue.cancel_join_thread]).
  *
  * Fails with %MPG_ERROR_TOO_LARGE if @value is larger than
  * [property@Mpg.Queue:max-message-size], %G_IO_ERROR_CANCELLED if
@@ -1267,7 +1913,9 @@ mpg_queue_add_watch (MpgQueue          *self,
  *
  * Gets the approximate number of messages in the queue, as Python's
  * `qsize()`: other processes may put and get at any time, and a process
- * killed inside `put()` or `get()` can leave the count off by one.
+ * killed inside `put()` or `get()` can leave the count off by one. It
+ * includes the messages of an unbounded queue that their producers still
+ * buffer.
  *
  * Returns: the number of messages in the queue, 0 if it is closed
  */
@@ -1293,7 +1941,8 @@ mpg_queue_qsize (MpgQueue *self)
  *
  * Gets whether the queue is empty, as Python's `empty()`: whether no
  * message is waiting in the socket right now. Another process may put or
- * take one at any moment.
+ * take one at any moment, and messages that a producer still buffers (see
+ * [method@Mpg.Queue.join_thread]) are not in the socket yet.
  *
  * Returns: %TRUE if no message is waiting, or the queue is closed
  */
@@ -1322,8 +1971,7 @@ mpg_queue_empty (MpgQueue *self)
  * @self: a queue
  *
  * Gets whether the queue holds its maxsize of messages, as Python's
- * `full()`. An unbounded queue is never full (though a put can still
- * block when the kernel's socket buffer is).
+ * `full()`. An unbounded queue is never full.
  *
  * Returns: %TRUE if the queue is full; %FALSE if it is closed
  */
@@ -1351,7 +1999,9 @@ mpg_queue_full (MpgQueue *self)
  * this process's file descriptors of it (once no call in another thread
  * uses them any more). Further calls fail with %MPG_ERROR_CLOSED; pending
  * [method@Mpg.Queue.get_async] calls fail with it too and watches stop.
- * The queue lives on in other processes, with the messages already put.
+ * The queue lives on in other processes, with the messages already put:
+ * those this process still buffers are sent all the same
+ * ([method@Mpg.Queue.join_thread] waits for that).
  *
  * Closing a closed queue does nothing. Finalising the object closes it.
  */
@@ -1500,6 +2150,107 @@ mpg_queue_join (MpgQueue      *self,
   queue_unuse (self);
 
   return ok;
+}
+
+/**
+ * mpg_queue_join_thread:
+ * @self: a closed queue
+ * @timeout_msec: how long to wait at most, in milliseconds, or -1 for ever
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Waits until this process has sent every message it buffered for the
+ * queue, as Python's `join_thread()`: an unbounded queue's
+ * [method@Mpg.Queue.put] keeps a message that the socket has no room for
+ * in memory, and a feeder thread sends it once another process makes
+ * room. Only messages put by this process are waited for, and only after
+ * [method@Mpg.Queue.close] (which lets the feeder go on flushing): close
+ * first, or this fails with %MPG_ERROR_INVALID_STATE.
+ *
+ * A process does this for all its queues when it exits, unless
+ * [method@Mpg.Queue.cancel_join_thread] was called; after that, this
+ * returns at once. A bounded queue has no buffer: this returns at once.
+ *
+ * Fails with %MPG_ERROR_TIMEOUT when @timeout_msec expires and
+ * %G_IO_ERROR_CANCELLED when @cancellable is cancelled (noticed within
+ * 50 ms); the feeder goes on.
+ *
+ * Returns: %TRUE once nothing is left to send
+ */
+gboolean
+mpg_queue_join_thread (MpgQueue      *self,
+                       gint           timeout_msec,
+                       GCancellable  *cancellable,
+                       GError       **error)
+{
+  gint64 deadline = deadline_for (TRUE, timeout_msec);
+  gboolean ok = TRUE;
+
+  g_return_val_if_fail (MPG_IS_QUEUE (self), FALSE);
+  g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!queue_is_closed (self))
+    {
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                           "join_thread() needs a closed queue: call close() first");
+      return FALSE;
+    }
+
+  g_mutex_lock (&feed_lock);
+  while (self->feeder != NULL && self->feeder->running &&
+         self->join_cancelled_by != getpid ())
+    {
+      gint64 now = g_get_monotonic_time ();
+      gint64 until = now + WAIT_SLICE_USEC;
+
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        {
+          ok = FALSE;
+          break;
+        }
+      if (deadline >= 0 && now >= deadline)
+        {
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
+                               "Timed out waiting for the queue's buffer to be sent");
+          ok = FALSE;
+          break;
+        }
+      if (deadline >= 0)
+        until = MIN (until, deadline);
+      g_cond_wait_until (&feed_cond, &feed_lock, until);
+    }
+  g_mutex_unlock (&feed_lock);
+
+  return ok;
+}
+
+/**
+ * mpg_queue_cancel_join_thread:
+ * @self: a queue
+ *
+ * Makes this process not wait, when it exits, until it has sent the
+ * messages it buffered for the queue, as Python's `cancel_join_thread()`:
+ * those still in its buffer then are lost (and uncounted from
+ * [method@Mpg.Queue.qsize] and the unfinished tasks). Use it when a
+ * process must be able to exit although nobody may take its messages.
+ *
+ * [method@Mpg.Queue.join_thread] returns at once afterwards. It holds for
+ * this process only: a child started afterwards waits for its own
+ * buffer again.
+ */
+void
+mpg_queue_cancel_join_thread (MpgQueue *self)
+{
+  g_return_if_fail (MPG_IS_QUEUE (self));
+
+  g_mutex_lock (&feed_lock);
+  self->join_cancelled_by = getpid ();
+  if (self->feeder != NULL)
+    self->feeder->join_cancelled_by = self->join_cancelled_by;
+  /* Wakes join_thread() and an exit that waits. */
+  g_cond_broadcast (&feed_cond);
+  g_mutex_unlock (&feed_lock);
 }
 
 /* Handles */

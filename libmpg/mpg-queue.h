@@ -112,6 +112,13 @@ gboolean  mpg_queue_join                  (MpgQueue             *self,
                                            GCancellable         *cancellable,
                                            GError              **error);
 MPG_AVAILABLE_IN_ALL
+gboolean  mpg_queue_join_thread           (MpgQueue             *self,
+                                           gint                  timeout_msec,
+                                           GCancellable         *cancellable,
+                                           GError              **error);
+MPG_AVAILABLE_IN_ALL
+void      mpg_queue_cancel_join_thread    (MpgQueue             *self);
+MPG_AVAILABLE_IN_ALL
 GVariant *mpg_queue_to_handle             (MpgQueue             *self,
                                            GUnixFDList          *fd_list,
                                            GError              **error) G_GNUC_WARN_UNUSED_RESULT;

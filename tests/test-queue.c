@@ -1175,6 +1175,470 @@ test_queue_threads (void)
   g_assert_cmpint (sum, ==, (gint64) 1999 * 2000 / 2);
 }
 
+/* Unbounded queues: put() never blocks, a buffer and its feeder */
+
+/* Small messages, more than the socket buffer holds (about 11,000 of them
+ * with the usual 4 MiB net.core.wmem_max); fewer at valgrind's pace. */
+static guint
+n_small (guint n)
+{
+  return g_getenv ("MPG_TEST_VALGRIND") != NULL ? 15000 : n;
+}
+
+#define PADDING_SIZE 8192
+
+/* Enough messages of 8 KiB that their data alone outgrows the socket
+ * buffer (the kernel doubles the wmem_max it is raised to), so that some
+ * are sure to wait in the buffer. */
+static guint
+n_to_overflow (void)
+{
+  g_autofree char *contents = NULL;
+  gint64 wmem_max = 0;
+
+  if (g_file_get_contents ("/proc/sys/net/core/wmem_max", &contents, NULL, NULL))
+    wmem_max = g_ascii_strtoll (contents, NULL, 10);
+
+  return (guint) CLAMP (4 * wmem_max / PADDING_SIZE + 100, 1000, 100000);
+}
+
+static GVariant *
+padded (gint32 producer,
+        gint32 seq)
+{
+  static char padding[PADDING_SIZE + 1];
+
+  if (padding[0] == 0)
+    memset (padding, 'p', PADDING_SIZE);
+
+  return g_variant_new ("(iis)", producer, seq, padding);
+}
+
+/* Every put returns at once, blocking or not. */
+static void
+put_at_once (MpgQueue *q,
+             GVariant *value,
+             gboolean  block)
+{
+  g_autoptr(GError) error = NULL;
+  gint64 start = g_get_monotonic_time ();
+
+  g_assert_true (mpg_queue_put (q, value, block, block ? WAIT_MS : 0, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 2 * G_USEC_PER_SEC);
+}
+
+static void
+get_in_order (MpgQueue *q,
+              gint32    producer,
+              guint     n)
+{
+  for (guint i = 0; i < n; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+      gint32 from, seq;
+
+      g_variant_get (v, "(ii&s)", &from, &seq, NULL);
+      g_assert_cmpint (from, ==, producer);
+      g_assert_cmpint (seq, ==, (gint32) i);
+    }
+}
+
+/* Takes (ii) messages and checks that they come from producer 0, in
+ * order; returns how many. */
+static GVariant *
+child_get_ints_in_order (GVariant  *arg,
+                         gpointer   user_data,
+                         GError   **error)
+{
+  MpgQueue *q = user_data;
+  gint32 n = g_variant_get_int32 (arg);
+
+  for (gint32 i = 0; i < n; i++)
+    {
+      g_autoptr(GVariant) v = mpg_queue_get (q, TRUE, WAIT_MS, NULL, error);
+      gint32 producer, seq;
+
+      if (v == NULL)
+        return NULL;
+      g_variant_get (v, "(ii)", &producer, &seq);
+      if (producer != 0 || seq != i)
+        {
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                       "Got message %d of producer %d, expected %d of 0", seq, producer, i);
+          return NULL;
+        }
+    }
+
+  return g_variant_new_int32 (n);
+}
+
+static void
+test_queue_unbounded_never_blocks (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  guint n = n_small (50000);
+
+  g_test_summary ("With nobody taking them, 50,000 puts on an unbounded queue, blocking or not, "
+                  "all return at once; a child then takes them all, in order");
+
+  for (guint i = 0; i < n; i++)
+    put_at_once (q, g_variant_new ("(ii)", 0, i), i % 2 == 0);
+  /* Counted when put, buffered ones too. */
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, n);
+  g_assert_false (mpg_queue_full (q));
+
+  p = start_child (child_get_ints_in_order, q, g_variant_new_int32 (n));
+  mpg_process_join (p, WAIT_MS, NULL, &error);
+  g_assert_no_error (error);
+  result = mpg_process_dup_result (p, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (g_variant_get_int32 (result), ==, n);
+
+  assert_empty_now (q);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+}
+
+/* Puts (ii) messages of producer arg[0] without blocking, then writes a
+ * byte to the fd arg[2] and returns at once. */
+static GVariant *
+child_put_then_signal (GVariant  *arg,
+                       gpointer   user_data,
+                       GError   **error)
+{
+  MpgQueue *q = user_data;
+  gint32 producer, n, fd;
+
+  g_variant_get (arg, "(iii)", &producer, &n, &fd);
+  for (gint32 i = 0; i < n; i++)
+    if (!mpg_queue_put (q, g_variant_new ("(ii)", producer, i), FALSE, 0, NULL, error))
+      return NULL;
+  if (write (fd, "x", 1) != 1)
+    g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, "write failed");
+
+  return NULL;
+}
+
+static void
+wait_for_byte (int fd)
+{
+  GPollFD pfd = { fd, G_IO_IN, 0 };
+  char c;
+
+  g_assert_cmpint (g_poll (&pfd, 1, WAIT_MS), ==, 1);
+  g_assert_cmpint (read (fd, &c, 1), ==, 1);
+}
+
+static void
+test_queue_unbounded_producer_exits (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GError) error = NULL;
+  guint n = n_small (20000);
+  int pipe_fds[2];
+
+  g_test_summary ("A child puts 20,000 messages nobody takes yet and returns: "
+                  "its exit sends all it buffered, the parent gets them all in order");
+
+  g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
+  g_assert_no_error (error);
+
+  p = start_child (child_put_then_signal, q, g_variant_new ("(iii)", 0, (gint32) n, pipe_fds[1]));
+  /* Every put returned while nobody was taking anything. */
+  wait_for_byte (pipe_fds[0]);
+
+  for (gint32 i = 0; i < (gint32) n; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+      gint32 producer, seq;
+
+      g_variant_get (v, "(ii)", &producer, &seq);
+      g_assert_cmpint (seq, ==, i);
+    }
+  join_child (p);
+  assert_empty_now (q);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+
+  close (pipe_fds[0]);
+  close (pipe_fds[1]);
+}
+
+static GVariant *
+child_put_padded (GVariant  *arg,
+                  gpointer   user_data,
+                  GError   **error)
+{
+  MpgQueue *q = user_data;
+  gint32 producer, n;
+
+  g_variant_get (arg, "(ii)", &producer, &n);
+  for (gint32 i = 0; i < n; i++)
+    if (!mpg_queue_put (q, padded (producer, i), FALSE, 0, NULL, error))
+      return NULL;
+
+  return NULL;
+}
+
+static void
+test_queue_unbounded_fork (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgProcess) idle = NULL;
+  g_autoptr(MpgProcess) producer = NULL;
+  guint n = n_to_overflow ();
+  guint n_child = 2000;
+  guint next[2] = { 0, 0 };
+
+  g_test_summary ("A child forked while the parent's buffer holds messages neither sends them "
+                  "nor waits for them at its exit; its own buffer starts empty");
+
+  for (guint i = 0; i < n; i++)
+    put_at_once (q, padded (0, i), FALSE);
+
+  /* Sending the parent's messages would duplicate them; waiting for them
+   * would hang, as nobody takes any. */
+  idle = start_child (NULL, q, NULL);
+  join_child (idle);
+
+  /* The socket is full: the child's messages wait in its own buffer,
+   * which its exit sends once the parent makes room. */
+  producer = start_child (child_put_padded, q, g_variant_new ("(ii)", 1, n_child));
+
+  for (guint i = 0; i < n + n_child; i++)
+    {
+      g_autoptr(GVariant) v = get_ok (q);
+      gint32 from, seq;
+
+      g_variant_get (v, "(ii&s)", &from, &seq, NULL);
+      g_assert_cmpint (from, >=, 0);
+      g_assert_cmpint (from, <=, 1);
+      g_assert_cmpint (seq, ==, next[from]);
+      next[from]++;
+    }
+  join_child (producer);
+  g_assert_cmpuint (next[0], ==, n);
+  g_assert_cmpuint (next[1], ==, n_child);
+
+  /* Both buffers are empty now: anything else would be a duplicate. */
+  assert_empty_now (q);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, 0);
+}
+
+typedef struct
+{
+  MpgQueue *queue;
+  guint n;
+} Drain;
+
+static gpointer
+drain_in_order (gpointer data)
+{
+  Drain *d = data;
+
+  get_in_order (d->queue, 0, d->n);
+  return NULL;
+}
+
+static MpgQueue *
+same_queue (MpgQueue *q)
+{
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GVariant) handle = NULL;
+  g_autoptr(GError) error = NULL;
+  MpgQueue *other;
+
+  handle = mpg_queue_to_handle (q, fds, &error);
+  g_assert_no_error (error);
+  other = mpg_queue_new_from_handle (handle, fds, &error);
+  g_assert_no_error (error);
+
+  return other;
+}
+
+static void
+test_queue_join_thread (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(MpgQueue) other = same_queue (q);
+  g_autoptr(MpgQueue) bounded = new_queue (2, FALSE);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GError) error = NULL;
+  Drain drain = { other, n_to_overflow () };
+  GThread *thread;
+  gint64 start;
+
+  g_test_summary ("join_thread() needs a closed queue, then waits until the buffer was sent, "
+                  "with a timeout and a cancellable");
+
+  g_assert_false (mpg_queue_join_thread (q, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
+  g_clear_error (&error);
+
+  for (guint i = 0; i < drain.n; i++)
+    put_at_once (q, padded (0, i), TRUE);
+  mpg_queue_close (q);
+
+  /* Nobody takes anything: the feeder cannot finish. */
+  start = g_get_monotonic_time ();
+  g_assert_false (mpg_queue_join_thread (q, 100, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_TIMEOUT);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 95 * 1000);
+  g_clear_error (&error);
+  g_cancellable_cancel (cancellable);
+  g_assert_false (mpg_queue_join_thread (q, WAIT_MS, cancellable, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_clear_error (&error);
+
+  /* Closed here, the queue is still open in its other holder, which takes
+   * everything while the feeder goes on sending. */
+  thread = g_thread_new ("drain", drain_in_order, &drain);
+  g_assert_true (mpg_queue_join_thread (q, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+  g_thread_join (thread);
+  assert_empty_now (other);
+  g_assert_cmpuint (mpg_queue_qsize (other), ==, 0);
+
+  /* A bounded queue has no buffer. */
+  put_ok (bounded, g_variant_new_int32 (1));
+  mpg_queue_close (bounded);
+  g_assert_true (mpg_queue_join_thread (bounded, 0, NULL, &error));
+  g_assert_no_error (error);
+}
+
+static GVariant *
+child_put_padded_cancel_join (GVariant  *arg,
+                              gpointer   user_data,
+                              GError   **error)
+{
+  MpgQueue *q = user_data;
+
+  mpg_queue_cancel_join_thread (q);
+  return child_put_padded (arg, user_data, error);
+}
+
+static void
+test_queue_cancel_join_thread (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, TRUE);
+  g_autoptr(MpgQueue) q2 = new_queue (0, FALSE);
+  g_autoptr(MpgQueue) other = same_queue (q2);
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GError) error = NULL;
+  guint n = n_to_overflow ();
+  guint got = 0;
+
+  g_test_summary ("After cancel_join_thread() a process exits without waiting for its buffer "
+                  "(its messages are lost and uncounted), and join_thread() returns at once");
+
+  p = start_child (child_put_padded_cancel_join, q, g_variant_new ("(ii)", 0, (gint32) n));
+  /* Nobody takes anything, yet the child exits. */
+  join_child (p);
+
+  for (;;)
+    {
+      g_autoptr(GVariant) v = mpg_queue_get (q, FALSE, 0, NULL, &error);
+      gint32 from, seq;
+
+      if (v == NULL)
+        break;
+      g_variant_get (v, "(ii&s)", &from, &seq, NULL);
+      g_assert_cmpint (seq, ==, (gint32) got);
+      g_assert_true (mpg_queue_task_done (q, &error));
+      g_assert_no_error (error);
+      got++;
+    }
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_EMPTY);
+  g_clear_error (&error);
+  g_assert_cmpuint (got, >, 0);
+  g_assert_cmpuint (got, <, n);
+  /* The lost messages were uncounted, but for the one the feeder may have
+   * been sending. */
+  g_assert_cmpuint (mpg_queue_qsize (q), <=, 1);
+  if (mpg_queue_qsize (q) == 0)
+    {
+      g_assert_true (mpg_queue_join (q, 0, NULL, &error));
+      g_assert_no_error (error);
+    }
+
+  /* In this process: join_thread() does not wait any more, and the feeder
+   * goes on sending. */
+  for (guint i = 0; i < n; i++)
+    put_at_once (q2, padded (0, i), FALSE);
+  mpg_queue_cancel_join_thread (q2);
+  mpg_queue_close (q2);
+  g_assert_true (mpg_queue_join_thread (q2, 0, NULL, &error));
+  g_assert_no_error (error);
+  get_in_order (other, 0, n);
+  assert_empty_now (other);
+}
+
+static void
+test_queue_unbounded_buffered_checks (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, TRUE);
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(GUnixFDList) got_fds = NULL;
+  g_autoptr(GVariant) v = NULL;
+  g_autoptr(GError) error = NULL;
+  guint n = n_to_overflow ();
+  int pipe_fds[2];
+  int fd;
+  char c = 0;
+
+  g_test_summary ("Behind a non-empty buffer, a put fails as a direct send would (too large, "
+                  "bad handle), and a message's fds are copied: the caller may close its own");
+
+  g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
+  g_assert_no_error (error);
+  g_unix_fd_list_append (fds, pipe_fds[1], &error);
+  g_assert_no_error (error);
+  close (pipe_fds[1]);
+
+  for (guint i = 0; i < n; i++)
+    put_at_once (q, padded (0, i), FALSE);
+
+  mpg_queue_set_max_message_size (q, 2 * PADDING_SIZE);
+  g_assert_false (mpg_queue_put (q, g_variant_new_take_string (g_strnfill (4 * PADDING_SIZE, 'x')),
+                                 FALSE, 0, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_TOO_LARGE);
+  g_clear_error (&error);
+  g_assert_false (mpg_queue_put_with_fds (q, g_variant_new_handle (1), fds, FALSE, 0, NULL, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, n);
+
+  g_assert_true (mpg_queue_put_with_fds (q, g_variant_new_handle (0), fds, FALSE, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_clear_object (&fds);
+
+  get_in_order (q, 0, n);
+  v = mpg_queue_get_with_fds (q, TRUE, WAIT_MS, &got_fds, NULL, &error);
+  g_assert_no_error (error);
+  fd = g_unix_fd_list_get (got_fds, g_variant_get_handle (v), &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (write (fd, "x", 1), ==, 1);
+  close (fd);
+  g_clear_object (&got_fds);
+  g_assert_cmpint (read (pipe_fds[0], &c, 1), ==, 1);
+  g_assert_cmpint (c, ==, 'x');
+  /* No other copy of the write end is left, in the buffer or elsewhere. */
+  g_assert_cmpint (read (pipe_fds[0], &c, 1), ==, 0);
+  close (pipe_fds[0]);
+
+  /* The refused messages were not counted as tasks. */
+  for (guint i = 0; i < n + 1; i++)
+    {
+      g_assert_true (mpg_queue_task_done (q, &error));
+      g_assert_no_error (error);
+    }
+  g_assert_true (mpg_queue_join (q, 0, NULL, &error));
+  g_assert_no_error (error);
+}
+
 static void
 test_queue_initable (void)
 {
@@ -1225,6 +1689,12 @@ main (int   argc,
   g_test_add_func ("/Mpg/Queue/cancel", test_queue_cancel);
   g_test_add_func ("/Mpg/Queue/threads", test_queue_threads);
   g_test_add_func ("/Mpg/Queue/initable", test_queue_initable);
+  g_test_add_func ("/Mpg/Queue/unbounded/never-blocks", test_queue_unbounded_never_blocks);
+  g_test_add_func ("/Mpg/Queue/unbounded/producer-exits", test_queue_unbounded_producer_exits);
+  g_test_add_func ("/Mpg/Queue/unbounded/fork", test_queue_unbounded_fork);
+  g_test_add_func ("/Mpg/Queue/unbounded/buffered-checks", test_queue_unbounded_buffered_checks);
+  g_test_add_func ("/Mpg/Queue/join-thread", test_queue_join_thread);
+  g_test_add_func ("/Mpg/Queue/cancel-join-thread", test_queue_cancel_join_thread);
 
   return g_test_run ();
 }
