@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # info.py: show the processes involved
 #
-# The second example of Python's multiprocessing documentation, with libmpg.
+# The second example of Python's multiprocessing documentation, with libmpg:
+# only the import line differs.
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
@@ -9,7 +10,7 @@ import os
 
 import gi
 gi.require_version('Mpg', '1.0')
-from gi.repository import GLib, Mpg
+from gi.repository.Mpg import Process
 
 
 def info(title):
@@ -19,14 +20,13 @@ def info(title):
     print('process id:', os.getpid())
 
 
-def f(args):
-    name, = args.unpack()
+def f(name):
     info('function f')
     print('hello', name)
 
 
 if __name__ == '__main__':
     info('main line')
-    p = Mpg.Process.new(GLib.Variant('(s)', ('bob',)), f)
+    p = Process(target=f, args=('bob',))
     p.start()
-    p.join(-1)
+    p.join()

@@ -1,27 +1,24 @@
 #!/usr/bin/python3
 # queue.py: exchange objects between processes through a queue
 #
-# The Queue example of Python's multiprocessing documentation, with
-# libmpg's introspected API. Values cross as GVariants: the list of mixed
-# values is an array of variants ('av'), None an empty maybe ('mv').
+# The Queue example of Python's multiprocessing documentation, with libmpg:
+# only the import line differs. The list crosses as a GVariant ('av' of
+# 'x', 'mv' and 's'), converted both ways by the PyGObject override.
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
 import gi
 gi.require_version('Mpg', '1.0')
-from gi.repository import GLib, Mpg
+from gi.repository.Mpg import Process, Queue
 
 
-def f(args, q):
-    q.put(GLib.Variant('av', [GLib.Variant('i', 42),
-                              GLib.Variant('mv', None),
-                              GLib.Variant('s', 'hello')]),
-          True, -1, None)
+def f(q):
+    q.put([42, None, 'hello'])
 
 
 if __name__ == '__main__':
-    q = Mpg.Queue.new(0)
-    p = Mpg.Process.new(None, f, q)
+    q = Queue()
+    p = Process(target=f, args=(q,))
     p.start()
-    print(q.get(True, -1, None).unpack())    # prints "[42, None, 'hello']"
-    p.join(-1)
+    print(q.get())    # prints "[42, None, 'hello']"
+    p.join()

@@ -8,7 +8,8 @@
 # this script, its pid is the program's), then a "function f" block printed
 # by a child of the program, then "hello bob".
 # queue: the GVariant text of [42, None, 'hello'] sent by a child.
-# queue-python: Python's own text of it, [42, None, 'hello'].
+# queue-python: Python's own text of it, [42, None, 'hello'], as the
+# multiprocessing-style Python example prints it.
 # pool: [1, 4, 9], the squares of [1, 2, 3] computed by a pool's workers
 # (GVariant's text of an 'ai' and Python's text of a list are the same).
 # progress: "progress DONE/TOTAL" lines, DONE increasing up to TOTAL, then

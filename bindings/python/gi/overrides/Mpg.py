@@ -4,10 +4,44 @@
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
+"""libmpg for Python: multiprocessing's names and semantics on GObject.
+
+`from gi.repository import Mpg` gives two layers over the same objects:
+
+* The **GLib layer** (the introspected API): GVariant values, timeouts in
+  milliseconds, GLib.Error, GCancellable, the main loop. Objects made by
+  the C constructors `Mpg.Process.new()`, `Mpg.Queue.new()`,
+  `Mpg.Queue.new_joinable()`, `Mpg.Pool.new()`, `Mpg.Pool.new_full()`,
+  `Mpg.pipe_new()` (and `GObject.new()`) speak it.
+* The **multiprocessing layer**: Python values, timeouts in seconds,
+  Python exceptions. Objects made the way multiprocessing makes them,
+  `Mpg.Process(target=…, args=(…))` (or a subclass overriding `run()`),
+  `Mpg.Queue()`, `Mpg.SimpleQueue()`, `Mpg.JoinableQueue()`, `Mpg.Pipe()`,
+  `Mpg.Pool(…)`, speak it.
+
+Where the two layers spell a method the same way with different meanings
+(`join(5)`: 5 ms or 5 s?), the object follows the layer it was made by.
+Where the arguments tell them apart, both work on every object: a Pool
+method given a Python callable is multiprocessing's, given a function id
+(from `add_function()`) it is the GLib one; `join()` without arguments is
+multiprocessing's. Attributes that the GLib layer has no use for (`pid`,
+`name`, `daemon`, `exitcode`, `closed`, …) exist on every object.
+
+Values cross as GVariants; see `to_variant()` for the encoding.
+"""
+
+import array
+import builtins
+import collections
 import ctypes
 import os
+import queue as _queue
+import select
 import sys
+import threading
+import time
 import traceback
+import weakref
 
 from gi.repository import Gio, GLib
 
@@ -116,7 +150,522 @@ def _wrap_task(func):
     return task
 
 
+def _is_mpg_error(error, code):
+    return (isinstance(error, GLib.Error) and error.domain == 'mpg-error-quark'
+            and error.code == int(code))
+
+
+# How long a blocking call of the multiprocessing layer waits in C at a
+# time: between two slices Python runs its signal handlers, so that Ctrl-C
+# raises KeyboardInterrupt within this delay.
+_SLICE_S = 0.1
+
+
+class _Deadline:
+    def __init__(self, timeout):
+        self.end = None if timeout is None else time.monotonic() + max(timeout, 0)
+
+    def slice_ms(self):
+        """Milliseconds to wait in the next slice; 0 once expired."""
+        if self.end is None:
+            return int(_SLICE_S * 1000)
+        left = self.end - time.monotonic()
+        return max(0, int(min(left, _SLICE_S) * 1000 + 0.999))
+
+    def expired(self):
+        return self.end is not None and time.monotonic() >= self.end
+
+
+def _sliced(func, *args):
+    # A slice of a blocking C call. When Ctrl-C comes while PyGObject turns
+    # the slice's timeout GError into an exception, the KeyboardInterrupt
+    # is raised in that conversion and PyGObject reports a RuntimeError
+    # instead (after printing it): raise the KeyboardInterrupt. (Waits that
+    # have a file descriptor, as a process's sentinel, select() on it
+    # instead, and never get there.)
+    try:
+        return func(*args)
+    except RuntimeError as e:
+        # PyGObject has printed the KeyboardInterrupt and dropped it.
+        if str(e) == 'Converting the GError failed':
+            raise KeyboardInterrupt from None
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Values: Python <-> GVariant
+
+_INT64_MIN = -2 ** 63
+_INT64_MAX = 2 ** 63 - 1
+# GVariant nests 128 levels at most; each Python container takes two (the
+# container and the 'v' boxing each element).
+_MAX_DEPTH = 60
+_TAG_PREFIX = 'mpg:'
+_T_V = GLib.VariantType.new('v')
+_T_SV = GLib.VariantType.new('{sv}')
+_T_AY = GLib.VariantType.new('ay')
+_FIXED_ARRAYS = {
+    # type string: (array typecode, element type)
+    'ax': ('q', int), 'ad': ('d', float),
+    'ai': ('i', None), 'au': ('I', None), 'at': ('Q', None),
+    'an': ('h', None), 'aq': ('H', None),
+}
+_FAST_LISTS = {int: 'ax', float: 'ad'}
+_FAST_TYPES = {k: GLib.VariantType.new(k) for k in ('ax', 'ad', 'ab')}
+
+_SENDABLE = ('None, bool, int (64-bit), float, str, bytes, list, tuple, '
+             'dict with str keys, nested')
+
+
+def _describe(value):
+    try:
+        text = repr(value)
+    except Exception:  # noqa: B902
+        text = object.__repr__(value)
+    if len(text) > 80:
+        text = text[:77] + '...'
+    return '%s (of type %s)' % (text, type(value).__qualname__)
+
+
+def _cannot_send(value, where, why=None):
+    return TypeError('cannot send %s at %s to another process: %s' % (
+        _describe(value), where, why or 'libmpg sends ' + _SENDABLE + ' values'))
+
+
+def _tagged(tag, payload):
+    return GLib.Variant.new_tuple(GLib.Variant.new_string(_TAG_PREFIX + tag),
+                                  GLib.Variant.new_variant(payload))
+
+
+def _encode_str(value):
+    if '\0' not in value:
+        try:
+            return GLib.Variant.new_string(value)
+        except UnicodeError:
+            pass
+    # GVariant strings are NUL-free UTF-8: carry the others as bytes.
+    data = value.encode('utf-8', 'surrogatepass')
+    return _tagged('str', GLib.Variant.new_from_bytes(_T_AY, GLib.Bytes.new(data), True))
+
+
+def _encode_list(value, where, depth):
+    if value:
+        t = type(value[0])
+        fast = _FAST_LISTS.get(t)
+        if fast is not None and all(type(x) is t for x in value):
+            try:
+                data = array.array(_FIXED_ARRAYS[fast][0], value).tobytes()
+            except OverflowError:
+                pass
+            else:
+                return GLib.Variant.new_from_bytes(_FAST_TYPES[fast], GLib.Bytes.new(data), True)
+        elif t is bool and all(type(x) is bool for x in value):
+            return GLib.Variant.new_from_bytes(_FAST_TYPES['ab'], GLib.Bytes.new(bytes(value)), True)
+        elif t is str and all(type(x) is str for x in value):
+            if not any('\0' in x for x in value):
+                try:
+                    return GLib.Variant.new_strv(value)
+                except UnicodeError:
+                    pass
+    return GLib.Variant.new_array(_T_V, [
+        GLib.Variant.new_variant(_encode(x, '%s[%d]' % (where, i), depth))
+        for i, x in enumerate(value)])
+
+
+def _encode(value, where, depth):
+    if value is None:
+        return GLib.Variant.new_maybe(_T_V, None)
+    t = type(value)
+    if t is bool:
+        return GLib.Variant.new_boolean(value)
+    if t is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _cannot_send(value, where, 'an int must fit in 64 bits')
+        return GLib.Variant.new_int64(int(value))
+    if isinstance(value, float):
+        return GLib.Variant.new_double(float(value))
+    if isinstance(value, str):
+        return _encode_str(str(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return GLib.Variant.new_from_bytes(_T_AY, GLib.Bytes.new(bytes(value)), True)
+    if isinstance(value, GLib.Variant):
+        return value
+    depth += 1
+    if depth > _MAX_DEPTH:
+        raise _cannot_send(value, where, 'values nest %d levels at most' % _MAX_DEPTH)
+    if isinstance(value, list):
+        return _encode_list(value, where, depth)
+    if isinstance(value, tuple):
+        return GLib.Variant.new_tuple(*[
+            GLib.Variant.new_variant(_encode(x, '%s[%d]' % (where, i), depth))
+            for i, x in enumerate(value)])
+    if isinstance(value, dict):
+        entries = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _cannot_send(k, '%s (a key)' % where, 'dict keys must be str')
+            if '\0' in k:
+                raise _cannot_send(k, '%s (a key)' % where, 'dict keys cannot contain NUL')
+            try:
+                key = GLib.Variant.new_string(k)
+            except UnicodeError:
+                raise _cannot_send(k, '%s (a key)' % where, 'dict keys must be valid UTF-8') from None
+            entries.append(GLib.Variant.new_dict_entry(
+                key, GLib.Variant.new_variant(_encode(v, '%s[%r]' % (where, k), depth))))
+        return GLib.Variant.new_array(_T_SV, entries)
+    raise _cannot_send(value, where)
+
+
+def to_variant(value, where='value'):
+    """Converts a Python value to the GVariant that libmpg sends.
+
+    The encoding is self-describing: the GVariant type alone tells which
+    Python type comes back, so that a round trip keeps value and type.
+
+    ====================  ==========================================
+    Python                GVariant
+    ====================  ==========================================
+    None                  ``mv`` (nothing)
+    bool                  ``b``
+    int (64-bit)          ``x``
+    float                 ``d``
+    str                   ``s``; one holding NUL or lone surrogates
+                          is tagged: ``('mpg:str', <ay UTF-8>)``
+    bytes                 ``ay`` (bytearray and memoryview too)
+    list                  ``av``; a list of only ints, floats, bools or
+                          strs is the faster ``ax``, ``ad``, ``ab``, ``as``
+    tuple                 ``(v…)``, one ``v`` per element; ``()`` empty
+    dict with str keys    ``a{sv}``
+    GLib.Variant          itself, as is
+    ====================  ==========================================
+
+    Tagged values are ``(sv)`` pairs whose string starts with ``mpg:``;
+    libmpg uses them for calls (``mpg:call``) and for exceptions
+    (``mpg:exc``) too. Subclasses of these types (an IntEnum, a
+    namedtuple…) arrive as their base type. Anything else raises
+    TypeError naming the value and where it is, before anything is sent.
+    """
+    return _encode(value, where, 0)
+
+
+def _decode_fixed(variant, typecode):
+    a = array.array(typecode)
+    a.frombytes(variant.get_data_as_bytes().get_data())
+    return a.tolist()
+
+
+def _decode_tagged(variant):
+    tag = variant.get_child_value(0).get_string()
+    payload = variant.get_child_value(1).get_variant()
+    if tag == _TAG_PREFIX + 'str':
+        return bytes(payload.get_data_as_bytes().get_data()).decode('utf-8', 'surrogatepass')
+    if tag == _TAG_PREFIX + 'exc':
+        return _Failure(from_variant(payload))
+    if tag == _TAG_PREFIX + 'call':
+        return from_variant(payload)
+    return (tag, from_variant(payload))
+
+
+def from_variant(variant):
+    """Converts a GVariant to a Python value: the inverse of to_variant().
+
+    Any GVariant can be converted: integers of every size become int,
+    'o' and 'g' strings str, 'h' handles int, maybes None or their value,
+    arrays lists, dictionaries dicts, tuples tuples, variants their
+    content.
+    """
+    ts = variant.get_type_string()
+    c = ts[0]
+    if c == 'x':
+        return variant.get_int64()
+    if c == 's':
+        return variant.get_string()
+    if c == 'b':
+        return variant.get_boolean()
+    if c == 'd':
+        return variant.get_double()
+    if c == 'v':
+        return from_variant(variant.get_variant())
+    if c == 'm':
+        return from_variant(variant.get_child_value(0)) if variant.n_children() else None
+    if c == 'a':
+        if ts == 'ay':
+            return bytes(variant.get_data_as_bytes().get_data())
+        fixed = _FIXED_ARRAYS.get(ts)
+        if fixed is not None:
+            return _decode_fixed(variant, fixed[0])
+        if ts == 'as':
+            return variant.get_strv()
+        if ts == 'ab':
+            return [b != 0 for b in variant.get_data_as_bytes().get_data()]
+        n = variant.n_children()
+        get = variant.get_child_value
+        if ts[1] == '{':
+            result = {}
+            for i in range(n):
+                entry = get(i)
+                result[from_variant(entry.get_child_value(0))] = \
+                    from_variant(entry.get_child_value(1))
+            return result
+        return [from_variant(get(i)) for i in range(n)]
+    if c == '(':
+        if ts == '(sv)' and variant.get_child_value(0).get_string().startswith(_TAG_PREFIX):
+            return _decode_tagged(variant)
+        return tuple(from_variant(variant.get_child_value(i))
+                     for i in range(variant.n_children()))
+    if c == '{':
+        return (from_variant(variant.get_child_value(0)), from_variant(variant.get_child_value(1)))
+    return variant.unpack()
+
+
+__all__ += ['to_variant', 'from_variant']
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+
+import multiprocessing as _mp  # noqa: E402  (its exception classes only)
+
+ProcessError = _mp.ProcessError
+BufferTooShort = _mp.BufferTooShort
+AuthenticationError = _mp.AuthenticationError
+
+
+class TimeoutError(_mp.TimeoutError, builtins.TimeoutError):
+    """A wait that timed out: multiprocessing.TimeoutError, and the
+    built-in TimeoutError (that of concurrent.futures) as well."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in another process: the
+    __cause__ of the exception raised again in this one."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return '\n"""\n%s"""' % self.tb
+
+
+class RemoteError(ProcessError):
+    """An exception of a type that is not built in, raised by a task in
+    another process. `type_name` is its type's module and qualified name
+    (`mymodule.MyError`), `message` its str(), `traceback` the remote
+    traceback's text (also the __cause__, a RemoteTraceback)."""
+
+    def __init__(self, type_name, message, traceback_text=''):
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback_text
+
+    def __str__(self):
+        return '%s: %s' % (self.type_name, self.message) if self.message else self.type_name
+
+
+__all__ += ['ProcessError', 'BufferTooShort', 'AuthenticationError', 'TimeoutError',
+            'RemoteTraceback', 'RemoteError']
+
+
+def _exception_to_variant(e, tb_skip=1):
+    tb = e.__traceback__
+    for _ in range(tb_skip):
+        if tb is not None:
+            tb = tb.tb_next
+    text = ''.join(traceback.format_exception(type(e), e, tb))
+    t = type(e)
+    info = {'module': t.__module__, 'qualname': t.__qualname__,
+            'message': str(e), 'traceback': text}
+    # The arguments that rebuild it, as pickle finds them (an OSError's
+    # include its filename, which its args do not).
+    args = e.args
+    try:
+        reduced = e.__reduce__()
+        if reduced[0] is t:
+            args = reduced[1]
+    except Exception:  # noqa: B902
+        pass
+    try:
+        info['args'] = to_variant(tuple(args))
+    except TypeError:
+        pass
+    return _tagged('exc', to_variant(info))
+
+
+class _Failure:
+    """An exception that came from another process, not raised yet."""
+
+    __slots__ = ('info',)
+
+    def __init__(self, info):
+        self.info = info
+
+    def exception(self):
+        info = self.info
+        module, qualname = info.get('module'), info.get('qualname', '?')
+        message, tb = info.get('message', ''), info.get('traceback', '')
+        cls = getattr(builtins, qualname, None) if module == 'builtins' else None
+        exc = None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            args = info.get('args')
+            for attempt in ((args,) if isinstance(args, tuple) else ()) + ((message,),):
+                try:
+                    exc = cls(*attempt)
+                    break
+                except Exception:  # noqa: B902
+                    pass
+        if exc is None:
+            name = qualname if module in (None, 'builtins') else '%s.%s' % (module, qualname)
+            exc = RemoteError(name, message, tb)
+        exc.__cause__ = RemoteTraceback(tb)
+        return exc
+
+
+def _check_failures(values):
+    for v in values:
+        if type(v) is _Failure:
+            raise v.exception()
+    return values
+
+
+def _decode_result(variant):
+    value = from_variant(variant)
+    if type(value) is _Failure:
+        raise value.exception()
+    return value
+
+
+def _decode_results(variant):
+    values = from_variant(variant)
+    ts = variant.get_type_string()
+    if ts in ('av', 'a(sv)'):
+        _check_failures(values)
+    return values
+
+
+# ---------------------------------------------------------------------------
+# The result handler: a thread of this module that runs a main loop, in
+# which the asynchronous calls of the multiprocessing layer (apply_async,
+# map_async, the executor's futures) complete and run their callbacks, as
+# multiprocessing's result-handler thread does. It is made on first use,
+# and again in a forked child, where the parent's thread does not exist.
+
+class _Handler:
+    def __init__(self):
+        self.context = GLib.MainContext.new()
+        self.loop = GLib.MainLoop.new(self.context, False)
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,),
+                                       name='mpg-result-handler', daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready):
+        self.context.push_thread_default()
+        ready.set()
+        self.loop.run()
+
+    def call(self, func):
+        """Runs func() in the handler's thread and returns what it returns."""
+        if threading.current_thread() is self.thread:
+            return func()
+        done = threading.Event()
+        outcome = []
+
+        def dispatch(*args):
+            try:
+                outcome.append((True, func()))
+            except BaseException as e:  # noqa: B902
+                outcome.append((False, e))
+            done.set()
+            return GLib.SOURCE_REMOVE
+
+        source = GLib.idle_source_new()
+        source.set_callback(dispatch)
+        source.attach(self.context)
+        while not done.wait(_SLICE_S):
+            pass
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+
+_handler = None
+_handler_lock = threading.Lock()
+
+
+def _get_handler():
+    global _handler
+    with _handler_lock:
+        if _handler is None:
+            _handler = _Handler()
+        return _handler
+
+
+def _after_fork_in_child():
+    global _handler, _handler_lock
+    _handler = None
+    _handler_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+_GIProcess = Mpg.Process
+_EXITCODE_NONE = -2147483648
+_START_METHODS = {'fork': Mpg.StartMethod.FORK, 'spawn': Mpg.StartMethod.SPAWN,
+                  'forkserver': Mpg.StartMethod.FORKSERVER}
+
+
+def _start_method_not_implemented(method):
+    return NotImplementedError(
+        "the %r start method is not available in libmpg's Python layer yet: only "
+        "'fork' is, where any callable (lambdas and closures too) runs in the "
+        "child. (With spawn and forkserver, tasks will have to be functions "
+        "found by module:qualname.)" % method)
+
+
+def _mp_process_main(args):
+    # The target of a process of the multiprocessing layer: run() of the
+    # process object, which in the child is the current process.
+    Mpg.current_process().run()
+    return None
+
+
+def _process_error(e):
+    # A GLib.Error of the C layer, as multiprocessing would raise it.
+    if _is_mpg_error(e, Mpg.Error.CLOSED):
+        return ValueError('process object is closed')
+    if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+        return AssertionError(e.message)
+    return e
+
+
 class Process(Mpg.Process):
+    """multiprocessing.Process, and the GLib layer's Mpg.Process.
+
+    Process(group=None, target=None, name=None, args=(), kwargs={}, *,
+    daemon=None) runs target(*args, **kwargs) in a forked child. The
+    target, args and kwargs are not converted: the child inherits them.
+    A subclass may override run(). join(timeout) is in seconds and
+    returns None; exitcode is None until the child has ended.
+
+    Objects made by Mpg.Process.new(), by Mpg.Process(args=<GLib.Variant>)
+    or of a subclass overriding do_run() follow the GLib layer: join() in
+    milliseconds raising MPG_ERROR_TIMEOUT, run() returning a GVariant.
+    """
+
+    _mpg_mp = False
+
+    # None: the class itself; 'gi': a subclass overriding do_run(); 'mp': a
+    # subclass overriding run().
+    _mpg_style = None
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         run = cls.__dict__.get('do_run')
@@ -127,6 +676,42 @@ class Process(Mpg.Process):
             do_run.__name__ = run.__name__
             do_run.__doc__ = run.__doc__
             cls.do_run = do_run
+            cls._mpg_style = 'gi'
+        elif 'run' in cls.__dict__ and cls._mpg_style != 'gi':
+            # A multiprocessing-style subclass: the child runs its run().
+            def do_run(self):
+                _call_task(self.run)
+                return None
+
+            cls.do_run = do_run
+            cls._mpg_style = 'mp'
+
+    def __init__(self, group=None, target=None, name=None, args=(), kwargs=None, *,
+                 daemon=None, **props):
+        if name is not None:
+            props['name'] = str(name)
+        if daemon is not None:
+            props['daemon'] = bool(daemon)
+        gi_style = (isinstance(args, GLib.Variant) or args is None
+                    or self._mpg_style == 'gi')
+        if gi_style:
+            if isinstance(args, GLib.Variant):
+                props['args'] = args
+            super().__init__(**props)
+            if target is not None:
+                self.set_target(target)
+            return
+        if group is not None:
+            raise AssertionError('group argument must be None for now')
+        if target is not None and not callable(target):
+            raise TypeError('target must be callable, not %s' % type(target).__name__)
+        super().__init__(**props)
+        self._mpg_mp = True
+        self._target = target
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs or {})
+        if self._mpg_style is None:
+            _GIProcess.set_target(self, _wrap_task(_mp_process_main))
 
     @classmethod
     def new(cls, args=None, target=None, *user_data):
@@ -135,9 +720,455 @@ class Process(Mpg.Process):
     def set_target(self, target=None, *user_data):
         Mpg.Process.set_target(self, _wrap_task(target), *user_data)
 
+    # -- attributes, on every process object
+
+    @property
+    def pid(self):
+        return self.props.pid or None
+
+    ident = pid
+
+    @property
+    def name(self):
+        return self.props.name
+
+    @name.setter
+    def name(self, value):
+        self.props.name = str(value)
+
+    @property
+    def daemon(self):
+        return self.props.daemon
+
+    @daemon.setter
+    def daemon(self, value):
+        if self.props.pid:
+            raise AssertionError('process has already started')
+        self.props.daemon = bool(value)
+
+    @property
+    def exitcode(self):
+        code = self.props.exitcode
+        return None if code == _EXITCODE_NONE else code
+
+    @property
+    def sentinel(self):
+        return self.get_sentinel()
+
+    # -- methods whose meaning depends on the layer
+
+    def run(self):
+        """multiprocessing: calls the target in this process; the GLib
+        layer: mpg_process_run(), returning the task's GVariant."""
+        if not self._mpg_mp:
+            return _GIProcess.run(self)
+        if self._target is not None:
+            self._target(*self._args, **self._kwargs)
+
+    def start(self):
+        if not self._mpg_mp:
+            return _GIProcess.start(self)
+        method = self.props.start_method
+        if method == Mpg.StartMethod.DEFAULT:
+            method = Mpg.get_start_method()
+        if method not in (Mpg.StartMethod.DEFAULT, Mpg.StartMethod.FORK):
+            raise _start_method_not_implemented(method.value_nick)
+        try:
+            _GIProcess.start(self)
+        except GLib.Error as e:
+            raise _process_error(e) from None
+        # As multiprocessing: no reference cycle through the target.
+        del self._target, self._args, self._kwargs
+        self._target, self._args, self._kwargs = None, (), {}
+
+    def join(self, *args, **kwargs):
+        """multiprocessing: join(timeout=None), in seconds, returns None
+        (check exitcode or is_alive()); the GLib layer: join(timeout_msec,
+        cancellable=None)."""
+        if not self._mpg_mp and (args or kwargs) and 'timeout' not in kwargs:
+            return _GIProcess.join(self, *args, **kwargs)
+        return self._mp_join(*args, **kwargs)
+
+    def _mp_join(self, timeout=None):
+        if self is Mpg.current_process():
+            raise AssertionError('can only join a child process')
+        if not self.props.pid:
+            raise AssertionError('can only join a started process')
+        deadline = _Deadline(timeout)
+        try:
+            sentinel = self.get_sentinel()
+        except GLib.Error as e:
+            raise _process_error(e) from None
+        while True:
+            if sentinel >= 0:
+                # Wait on the pidfd in Python, where Ctrl-C interrupts
+                # cleanly; then reap.
+                ready, _, _ = select.select([sentinel], [], [], deadline.slice_ms() / 1000)
+                if not ready:
+                    if deadline.expired():
+                        return None
+                    continue
+            try:
+                _sliced(_GIProcess.join, self, -1 if sentinel >= 0 else deadline.slice_ms(), None)
+                return None
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                    raise _process_error(e) from None
+            if deadline.expired():
+                return None
+
+    def terminate(self):
+        if not self._mpg_mp:
+            return _GIProcess.terminate(self)
+        try:
+            _GIProcess.terminate(self)
+        except GLib.Error as e:
+            raise _process_error(e) from None
+
+    def kill(self):
+        if not self._mpg_mp:
+            return _GIProcess.kill(self)
+        try:
+            _GIProcess.kill(self)
+        except GLib.Error as e:
+            raise _process_error(e) from None
+
+    def close(self):
+        if not self._mpg_mp:
+            return _GIProcess.close(self)
+        try:
+            _GIProcess.close(self)
+        except GLib.Error as e:
+            if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                raise ValueError('Cannot close a process while it is still running. '
+                                 'You should first call join() or terminate().') from None
+            raise _process_error(e) from None
+
+    @property
+    def error(self):
+        """The exception that ended the child, as a GLib.Error (a Python
+        exception's message is its traceback), or None: what
+        multiprocessing only prints."""
+        if self.exitcode is None:
+            return None
+        try:
+            self.dup_result()
+        except GLib.Error as e:
+            return e
+        return None
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        code = self.exitcode
+        if not self.props.pid:
+            status = 'initial'
+        elif code is None:
+            status = 'started'
+        else:
+            status = 'stopped exitcode=%d' % code
+        return '<%s name=%r pid=%s %s%s>' % (type(self).__name__, self.name, self.pid,
+                                            status, ' daemon' if self.daemon else '')
+
 
 Process = override(Process)
 __all__.append('Process')
+
+
+# ---------------------------------------------------------------------------
+# Queues
+
+_GIQueue = Mpg.Queue
+
+
+def _queue_error(e):
+    if _is_mpg_error(e, Mpg.Error.CLOSED):
+        return ValueError('Queue is closed')
+    return e
+
+
+class Queue(Mpg.Queue):
+    """multiprocessing.Queue, and the GLib layer's Mpg.Queue.
+
+    Queue(maxsize=0) is multiprocessing's: put(obj, block=True,
+    timeout=None) and get(block=True, timeout=None) with Python values
+    and seconds, queue.Full and queue.Empty. Queues made by
+    Mpg.Queue.new(), Mpg.Queue.new_joinable() or GObject.new(Mpg.Queue,
+    …) follow the GLib layer: put(variant, block, timeout_msec,
+    cancellable), get(block, timeout_msec, cancellable).
+    """
+
+    _mpg_mp = False
+
+    def __new__(cls, maxsize=0, *, ctx=None):
+        q = _GIQueue.new(max(0, int(maxsize)))
+        q._mpg_mp = True
+        return q
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def put(self, obj, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIQueue.put(self, obj, *args, **kwargs)
+        return self._mp_put(obj, *args, **kwargs)
+
+    def _mp_put(self, obj, block=True, timeout=None):
+        value = to_variant(obj, 'obj')
+        if not block:
+            timeout = 0
+        deadline = _Deadline(timeout)
+        while True:
+            try:
+                _sliced(_GIQueue.put, self, value, True, deadline.slice_ms(), None)
+                return None
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.FULL):
+                    raise _queue_error(e) from None
+            if not block or deadline.expired():
+                raise _queue.Full
+
+    def get(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIQueue.get(self, *args, **kwargs)
+        return self._mp_get(*args, **kwargs)
+
+    def _mp_get(self, block=True, timeout=None):
+        if not block:
+            timeout = 0
+        deadline = _Deadline(timeout)
+        while True:
+            try:
+                return from_variant(_sliced(_GIQueue.get, self, True, deadline.slice_ms(), None))
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.EMPTY):
+                    raise _queue_error(e) from None
+            if not block or deadline.expired():
+                raise _queue.Empty
+
+    def put_nowait(self, obj):
+        return self._mp_put(obj, False)
+
+    def get_nowait(self):
+        return self._mp_get(False)
+
+    def task_done(self):
+        if not self._mpg_mp:
+            return _GIQueue.task_done(self)
+        try:
+            _GIQueue.task_done(self)
+        except GLib.Error as e:
+            if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                raise ValueError('task_done() called too many times') from None
+            raise _queue_error(e) from None
+
+    def join(self, *args, **kwargs):
+        """multiprocessing: join() waits until every item was task_done();
+        the GLib layer: join(timeout_msec, cancellable)."""
+        if args or kwargs:
+            return _GIQueue.join(self, *args, **kwargs)
+        while True:
+            try:
+                _sliced(_GIQueue.join, self, int(_SLICE_S * 1000), None)
+                return None
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                    raise _queue_error(e) from None
+
+    def join_thread(self, *args, **kwargs):
+        if args or kwargs:
+            return _GIQueue.join_thread(self, *args, **kwargs)
+        while True:
+            try:
+                _sliced(_GIQueue.join_thread, self, int(_SLICE_S * 1000), None)
+                return None
+            except GLib.Error as e:
+                if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                    raise AssertionError(e.message) from None
+                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                    raise _queue_error(e) from None
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        return '<%s maxsize=%d%s>' % ('JoinableQueue' if self.props.joinable else 'Queue',
+                                      self.props.maxsize, '')
+
+
+Queue = override(Queue)
+__all__.append('Queue')
+
+
+def SimpleQueue(*, ctx=None):
+    """multiprocessing.SimpleQueue(): an unbounded Queue (get(), put(),
+    empty(), close())."""
+    return Queue(0)
+
+
+def JoinableQueue(maxsize=0, *, ctx=None):
+    """multiprocessing.JoinableQueue(maxsize=0): a Queue with task_done()
+    and join()."""
+    q = _GIQueue.new_joinable(max(0, int(maxsize)))
+    q._mpg_mp = True
+    return q
+
+
+__all__ += ['SimpleQueue', 'JoinableQueue']
+
+
+# ---------------------------------------------------------------------------
+# Pipes
+
+_GIConnection = Mpg.Connection
+
+
+def _connection_error(e, sending=False):
+    if _is_mpg_error(e, Mpg.Error.END_OF_STREAM):
+        return BrokenPipeError(e.message) if sending else EOFError()
+    if _is_mpg_error(e, Mpg.Error.CLOSED):
+        return OSError('handle is closed')
+    if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+        return OSError(e.message)
+    return e
+
+
+class Connection(Mpg.Connection):
+    """multiprocessing.connection.Connection, and the GLib layer's
+    Mpg.Connection. Connections made by Mpg.Pipe() follow
+    multiprocessing (Python values, poll() in seconds, EOFError); those
+    made by Mpg.pipe_new() the GLib layer (GVariants, milliseconds)."""
+
+    _mpg_mp = False
+
+    @property
+    def closed(self):
+        return self.props.closed
+
+    @property
+    def readable(self):
+        return self.props.readable
+
+    @property
+    def writable(self):
+        return self.props.writable
+
+    def fileno(self):
+        if self.props.closed:
+            raise OSError('handle is closed')
+        return self.get_fd()
+
+    def send(self, obj, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIConnection.send(self, obj, *args, **kwargs)
+        value = to_variant(obj, 'obj')
+        try:
+            _GIConnection.send(self, value, None)
+        except GLib.Error as e:
+            raise _connection_error(e, True) from None
+
+    def _wait_readable(self, timeout):
+        deadline = _Deadline(timeout)
+        while True:
+            try:
+                if _sliced(_GIConnection.poll, self, deadline.slice_ms(), None):
+                    return True
+            except GLib.Error as e:
+                raise _connection_error(e) from None
+            if deadline.expired():
+                return False
+
+    def recv(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIConnection.recv(self, *args, **kwargs)
+        self._wait_readable(None)
+        try:
+            return from_variant(_GIConnection.recv(self, None))
+        except GLib.Error as e:
+            raise _connection_error(e) from None
+
+    def poll(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIConnection.poll(self, *args, **kwargs)
+        return self._mp_poll(*args, **kwargs)
+
+    def _mp_poll(self, timeout=0.0):
+        return self._wait_readable(timeout)
+
+    def send_bytes(self, buf, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIConnection.send_bytes(self, buf, *args, **kwargs)
+        return self._mp_send_bytes(buf, *args, **kwargs)
+
+    def _mp_send_bytes(self, buf, offset=0, size=None):
+        m = memoryview(buf).cast('B')
+        n = len(m)
+        if offset < 0:
+            raise ValueError('offset is negative')
+        if n < offset:
+            raise ValueError('buffer length < offset')
+        if size is None:
+            size = n - offset
+        elif size < 0:
+            raise ValueError('size is negative')
+        elif offset + size > n:
+            raise ValueError('buffer length < offset + size')
+        try:
+            _GIConnection.send_bytes(self, GLib.Bytes.new(bytes(m[offset:offset + size])), None)
+        except GLib.Error as e:
+            raise _connection_error(e, True) from None
+
+    def recv_bytes(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIConnection.recv_bytes(self, *args, **kwargs)
+        return self._mp_recv_bytes(*args, **kwargs)
+
+    def _mp_recv_bytes(self, maxlength=None):
+        if maxlength is not None and maxlength < 0:
+            raise ValueError('negative maxlength')
+        self._wait_readable(None)
+        try:
+            data = _GIConnection.recv_bytes(self, None).get_data()
+        except GLib.Error as e:
+            raise _connection_error(e) from None
+        if maxlength is not None and len(data) > maxlength:
+            raise OSError('bad message length')
+        return bytes(data)
+
+    def recv_bytes_into(self, buf, offset=0):
+        m = memoryview(buf).cast('B')
+        if offset < 0 or offset > len(m):
+            raise ValueError('offset out of bounds' if offset >= 0 else 'negative offset')
+        data = self._mp_recv_bytes()
+        if len(data) > len(m) - offset:
+            raise BufferTooShort(data)
+        m[offset:offset + len(data)] = data
+        return len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+Connection = override(Connection)
+__all__.append('Connection')
+
+
+def Pipe(duplex=True):
+    """multiprocessing.Pipe(duplex=True): a pair of connections, both ends
+    read-write; with duplex=False, (reader, writer)."""
+    ok, a, b = Mpg.pipe_new(bool(duplex))
+    a._mpg_mp = True
+    b._mpg_mp = True
+    return a, b
+
+
+__all__.append('Pipe')
+
+
+# ---------------------------------------------------------------------------
+# Pools
 
 
 def _wait_interruptibly(start, finish, cancellable):
@@ -170,9 +1201,187 @@ def _wait_interruptibly(start, finish, cancellable):
         context.pop_thread_default()
 
 
+_GIPool = Mpg.Pool
+# Python callables whose C function id a pool keeps (its workers stay
+# warm for them); the least recently used beyond this are removed.
+_MAX_FUNCTIONS = 256
+_functions_lock = threading.RLock()
+
+
+def _pool_error(e):
+    # A GLib.Error of the pool, as multiprocessing would raise it.
+    if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+        return ValueError(e.message)
+    if _is_mpg_error(e, Mpg.Error.TIMEOUT):
+        return TimeoutError(e.message)
+    return e
+
+
+def _call_variant(args, kwargs, where):
+    """A call's arguments: the tagged value ('mpg:call', <(args, kwargs)>)."""
+    return _tagged('call', GLib.Variant.new_tuple(
+        GLib.Variant.new_variant(to_variant(tuple(args), where)),
+        GLib.Variant.new_variant(to_variant(dict(kwargs or {}), 'kwds'))))
+
+
+def _is_call(variant):
+    return (variant is not None and variant.get_type_string() == '(sv)'
+            and variant.get_child_value(0).get_string() == _TAG_PREFIX + 'call')
+
+
+def _make_pool_task(func):
+    # The function that a worker runs for a Python callable: a call
+    # envelope is func(*args, **kwargs), any other value func(value). What
+    # func raises comes back as a value, ('mpg:exc', <info>), that the
+    # parent raises again.
+    def task(arg):
+        try:
+            if _is_call(arg):
+                args, kwargs = from_variant(arg.get_child_value(1).get_variant())
+                result = func(*args, **kwargs)
+            else:
+                result = func(from_variant(arg) if arg is not None else None)
+            return to_variant(result, 'the result')
+        except Exception as e:  # noqa: B902
+            return _exception_to_variant(e)
+
+    return task
+
+
+class AsyncResult:
+    """multiprocessing.pool.AsyncResult: what apply_async(), map_async()
+    and starmap_async() return. Its callbacks run in libmpg's
+    result-handler thread."""
+
+    def __init__(self, pool, decode, callback=None, error_callback=None):
+        self._pool = pool
+        self._decode = decode
+        self._callback = callback
+        self._error_callback = error_callback
+        self._event = threading.Event()
+        self._success = None
+        self._value = None
+        self._cancellable = Gio.Cancellable()
+
+    def ready(self):
+        return self._event.is_set()
+
+    def successful(self):
+        if not self.ready():
+            raise ValueError('{0!r} not ready'.format(self))
+        return self._success
+
+    def wait(self, timeout=None):
+        deadline = _Deadline(timeout)
+        while not self._event.wait(deadline.slice_ms() / 1000):
+            if deadline.expired():
+                break
+
+    def get(self, timeout=None):
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _complete(self, finish, res):
+        try:
+            self._value = self._decode(finish(res))
+            self._success = True
+        except GLib.Error as e:
+            self._value, self._success = _pool_error(e), False
+        except Exception as e:  # noqa: B902
+            self._value, self._success = e, False
+        callback = self._callback if self._success else self._error_callback
+        if callback is not None:
+            try:
+                callback(self._value)
+            except Exception:  # noqa: B902
+                traceback.print_exc()
+        self._event.set()
+        self._pool = None
+
+
+MapResult = AsyncResult
+
+
+class IMapIterator:
+    """What imap() and imap_unordered() return: an iterator whose
+    next(timeout) raises TimeoutError when no result came in time."""
+
+    def __init__(self, iterator):
+        self._it = iterator
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        deadline = _Deadline(timeout)
+        while True:
+            try:
+                ok, value = _sliced(self._it.next, deadline.slice_ms(), None)
+                break
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                    raise _pool_error(e) from None
+            if deadline.expired():
+                raise TimeoutError
+        if value is None:
+            raise StopIteration
+        return _decode_result(value)
+
+    def __next__(self):
+        return self.next()
+
+    def __length_hint__(self):
+        return self._it.get_length()
+
+
 class Pool(Mpg.Pool):
-    # The tasks run in forked workers: what they raise must reach the
-    # parent as a GLib.Error, like a failed Process target.
+    """multiprocessing.Pool, and the GLib layer's Mpg.Pool.
+
+    Pool(processes=None, initializer=None, initargs=(),
+    maxtasksperchild=None) is multiprocessing's. Its methods take Python
+    callables and values: apply, apply_async, map, map_async, imap,
+    imap_unordered, starmap, starmap_async, close, terminate, join(),
+    `with` (leaving it terminates). Any callable works, lambdas and
+    closures made just before the call included: the workers are forked.
+    The pool keeps one C function id per callable, so that calls of the
+    same callable reuse warm workers.
+
+    Given a function id from add_function() instead of a callable, the
+    same methods are the GLib layer's, with GVariants, chunksize 0 for
+    the default, a GCancellable and a GAsyncReadyCallback.
+    """
+
+    def __new__(cls, processes=None, initializer=None, initargs=(),
+                maxtasksperchild=None, context=None, **props):
+        if processes is not None and processes < 1:
+            raise ValueError('Number of processes must be at least 1')
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
+            raise ValueError('maxtasksperchild must be a positive int or None')
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        if context is not None and getattr(context, '_name', 'fork') != 'fork':
+            raise _start_method_not_implemented(context._name)
+        init = None
+        if initializer is not None:
+            initargs = tuple(initargs)
+
+            def init(*_):
+                initializer(*initargs)
+                return None
+
+        pool = _GIPool.new_full(processes or 0, _wrap_task(init), None, None,
+                                maxtasksperchild or 0)
+        for name, value in props.items():
+            pool.set_property(name.replace('_', '-'), value)
+        return pool
+
+    def __init__(self, *args, **kwargs):
+        pass
 
     @classmethod
     def new_full(cls, processes, initializer, initargs, maxtasksperchild):
@@ -183,25 +1392,409 @@ class Pool(Mpg.Pool):
     def add_function(self, func, *user_data):
         return Mpg.Pool.add_function(self, _wrap_task(func), *user_data)
 
-    # The blocking calls wait in Python, so that Ctrl-C raises
-    # KeyboardInterrupt at once (and cancels the call) instead of after
-    # the call returns, as a blocking C call would.
+    # -- the multiprocessing layer's machinery
 
-    def apply(self, function, arg, cancellable=None):
+    def _mpg_function(self, func):
+        if not callable(func):
+            raise TypeError('%r is not callable' % (func,))
+        with _functions_lock:
+            cache = self.__dict__.get('_mpg_functions')
+            if cache is None:
+                cache = self._mpg_functions = collections.OrderedDict()
+            try:
+                key = ('f', func)
+                hash(key)
+            except TypeError:
+                key = ('id', id(func))
+            entry = cache.get(key)
+            if entry is not None:
+                cache.move_to_end(key)
+                return entry[0]
+            fid = _GIPool.add_function(self, _wrap_task(_make_pool_task(func)))
+            cache[key] = (fid, func)
+            if len(cache) > _MAX_FUNCTIONS:
+                _, (old, _) = cache.popitem(last=False)
+                _GIPool.remove_function(self, old)
+            return fid
+
+    def _check_running(self):
+        if self.__dict__.get('_mpg_closed'):
+            raise ValueError('Pool not running')
+
+    def _mpg_wait(self, start, finish, decode):
+        try:
+            return decode(_wait_interruptibly(start, finish, None))
+        except GLib.Error as e:
+            raise _pool_error(e) from None
+
+    def _mpg_async(self, start, finish, decode, callback, error_callback):
+        result = AsyncResult(self, decode, callback, error_callback)
+
+        def done(source, res, *args):
+            result._complete(lambda r: finish(self, r), res)
+
+        _get_handler().call(lambda: start(result._cancellable, done))
+        return result
+
+    @staticmethod
+    def _chunksize(chunksize, default=0):
+        if chunksize is None:
+            return default
+        if chunksize < 1:
+            raise ValueError('Chunksize must be 1+, not {0:n}'.format(chunksize))
+        return chunksize
+
+    @staticmethod
+    def _items(iterable):
+        if not isinstance(iterable, (list, tuple)):
+            iterable = list(iterable)
+        return _encode_list(list(iterable), 'iterable', 1)
+
+    @staticmethod
+    def _star_items(iterable):
+        calls = [_call_variant(args, None, 'iterable[%d]' % i) for i, args in enumerate(iterable)]
+        return GLib.Variant.new_array(GLib.VariantType.new('(sv)'), calls)
+
+    # -- methods of both layers
+
+    def apply(self, func, *args, **kwargs):
+        if not callable(func):
+            return self._gi_apply(func, *args, **kwargs)
+        return self._mp_apply(func, *args, **kwargs)
+
+    def _gi_apply(self, function, arg, cancellable=None):
         return _wait_interruptibly(
             lambda c, cb: Mpg.Pool.apply_async(self, function, arg, c, cb),
             lambda res: Mpg.Pool.apply_finish(self, res), cancellable)
 
-    def map(self, function, items, chunksize=0, cancellable=None):
+    def _mp_apply(self, func, args=(), kwds={}):
+        self._check_running()
+        fid = self._mpg_function(func)
+        arg = _call_variant(args, kwds, 'args')
+        return self._mpg_wait(
+            lambda c, cb: _GIPool.apply_async(self, fid, arg, c, cb),
+            lambda res: _GIPool.apply_finish(self, res), _decode_result)
+
+    def map(self, func, *args, **kwargs):
+        if not callable(func):
+            return self._gi_map(func, *args, **kwargs)
+        return self._mp_map(func, *args, **kwargs)
+
+    def _gi_map(self, function, items, chunksize=0, cancellable=None):
         return _wait_interruptibly(
             lambda c, cb: Mpg.Pool.map_async(self, function, items, chunksize, c, cb),
             lambda res: Mpg.Pool.map_finish(self, res), cancellable)
 
-    def starmap(self, function, items, chunksize=0, cancellable=None):
+    def _mp_map(self, func, iterable, chunksize=None):
+        self._check_running()
+        fid = self._mpg_function(func)
+        items = self._items(iterable)
+        chunksize = self._chunksize(chunksize)
+        return self._mpg_wait(
+            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
+            lambda res: _GIPool.map_finish(self, res), _decode_results)
+
+    def starmap(self, func, *args, **kwargs):
+        if not callable(func):
+            return self._gi_starmap(func, *args, **kwargs)
+        return self._mp_starmap(func, *args, **kwargs)
+
+    def _gi_starmap(self, function, items, chunksize=0, cancellable=None):
         return _wait_interruptibly(
             lambda c, cb: Mpg.Pool.starmap_async(self, function, items, chunksize, c, cb),
             lambda res: Mpg.Pool.starmap_finish(self, res), cancellable)
 
+    def _mp_starmap(self, func, iterable, chunksize=None):
+        self._check_running()
+        fid = self._mpg_function(func)
+        items = self._star_items(iterable)
+        chunksize = self._chunksize(chunksize)
+        return self._mpg_wait(
+            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
+            lambda res: _GIPool.map_finish(self, res), _decode_results)
+
+    def apply_async(self, func, *args, **kwargs):
+        if not callable(func):
+            return _GIPool.apply_async(self, func, *args, **kwargs)
+        return self._mp_apply_async(func, *args, **kwargs)
+
+    def _mp_apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        self._check_running()
+        fid = self._mpg_function(func)
+        arg = _call_variant(args, kwds, 'args')
+        return self._mpg_async(
+            lambda c, cb: _GIPool.apply_async(self, fid, arg, c, cb),
+            _GIPool.apply_finish, _decode_result, callback, error_callback)
+
+    def map_async(self, func, *args, **kwargs):
+        if not callable(func):
+            return _GIPool.map_async(self, func, *args, **kwargs)
+        return self._mp_map_async(func, *args, **kwargs)
+
+    def _mp_map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        self._check_running()
+        fid = self._mpg_function(func)
+        items = self._items(iterable)
+        chunksize = self._chunksize(chunksize)
+        return self._mpg_async(
+            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
+            _GIPool.map_finish, _decode_results, callback, error_callback)
+
+    def starmap_async(self, func, *args, **kwargs):
+        if not callable(func):
+            return _GIPool.starmap_async(self, func, *args, **kwargs)
+        return self._mp_starmap_async(func, *args, **kwargs)
+
+    def _mp_starmap_async(self, func, iterable, chunksize=None, callback=None,
+                          error_callback=None):
+        self._check_running()
+        fid = self._mpg_function(func)
+        items = self._star_items(iterable)
+        chunksize = self._chunksize(chunksize)
+        return self._mpg_async(
+            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
+            _GIPool.map_finish, _decode_results, callback, error_callback)
+
+    def imap(self, func, *args, **kwargs):
+        if not callable(func):
+            return _GIPool.imap(self, func, *args, **kwargs)
+        return self._mp_imap(_GIPool.imap, func, *args, **kwargs)
+
+    def imap_unordered(self, func, *args, **kwargs):
+        if not callable(func):
+            return _GIPool.imap_unordered(self, func, *args, **kwargs)
+        return self._mp_imap(_GIPool.imap_unordered, func, *args, **kwargs)
+
+    def _mp_imap(self, method, func, iterable, chunksize=1):
+        self._check_running()
+        fid = self._mpg_function(func)
+        items = self._items(iterable)
+        chunksize = self._chunksize(chunksize, 1)
+        try:
+            return IMapIterator(method(self, fid, items, chunksize))
+        except GLib.Error as e:
+            raise _pool_error(e) from None
+
+    def close(self):
+        self._mpg_closed = True
+        _GIPool.close(self)
+
+    def terminate(self):
+        self._mpg_closed = True
+        _GIPool.terminate(self)
+
+    def join(self, *args, **kwargs):
+        """multiprocessing: join() waits for the workers to exit, after
+        close() or terminate(); the GLib layer: join(timeout_msec)."""
+        if args or kwargs:
+            return _GIPool.join(self, *args, **kwargs)
+        while True:
+            try:
+                _sliced(_GIPool.join, self, int(_SLICE_S * 1000))
+                return None
+            except GLib.Error as e:
+                if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                    raise ValueError('Pool is still running') from None
+                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                    raise
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()
+        self.join()
+
+    def __reduce__(self):
+        raise NotImplementedError('pool objects cannot be passed between processes or pickled')
+
 
 Pool = override(Pool)
-__all__.append('Pool')
+__all__ += ['Pool', 'AsyncResult', 'MapResult', 'IMapIterator']
+
+
+# ---------------------------------------------------------------------------
+# Start methods and contexts
+
+_start_method_set = False
+
+
+def get_context(method=None):
+    """multiprocessing.get_context(): a context for 'fork' (or None, the
+    default). 'spawn' and 'forkserver' raise NotImplementedError for now."""
+    if method is None or method == 'fork':
+        return _fork_context
+    if method in ('spawn', 'forkserver'):
+        raise _start_method_not_implemented(method)
+    raise ValueError('cannot find context for %r' % (method,))
+
+
+def set_start_method(method, force=False):
+    """multiprocessing.set_start_method(method, force=False). Given a
+    Mpg.StartMethod, it is the GLib layer's mpg_set_start_method()."""
+    global _start_method_set
+    if isinstance(method, Mpg.StartMethod):
+        return Mpg.set_start_method(method)
+    if _start_method_set and not force:
+        raise RuntimeError('context has already been set')
+    if method is None and force:
+        _start_method_set = False
+        return
+    get_context(method)
+    Mpg.set_start_method(Mpg.StartMethod.FORK)
+    _start_method_set = True
+
+
+def get_start_method(allow_none=False):
+    """multiprocessing.get_start_method(): 'fork' (None before one was set,
+    with allow_none). The GLib layer's enum: Mpg.get_start_method_enum()."""
+    global _start_method_set
+    if not _start_method_set:
+        if allow_none:
+            return None
+        _start_method_set = True
+    return 'fork'
+
+
+def get_all_start_methods():
+    return ['fork']
+
+
+get_start_method_enum = Mpg.get_start_method
+
+
+def freeze_support():
+    """A no-op, as on Linux in multiprocessing."""
+
+
+class _ForkContext:
+    """What get_context('fork') returns: multiprocessing's API."""
+
+    _name = 'fork'
+
+    def __repr__(self):
+        return '<Mpg fork context>'
+
+    def get_start_method(self, allow_none=False):
+        return self._name
+
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
+
+    def ProcessPoolExecutor(self, max_workers=None, **kwargs):
+        return ProcessPoolExecutor(max_workers, mp_context=self, **kwargs)
+
+
+_fork_context = _ForkContext()
+
+__all__ += ['get_context', 'set_start_method', 'get_start_method', 'get_all_start_methods',
+            'get_start_method_enum', 'freeze_support']
+
+
+# ---------------------------------------------------------------------------
+# concurrent.futures
+
+import concurrent.futures as _futures  # noqa: E402
+
+
+class _Future(_futures.Future):
+    def __init__(self, cancellable):
+        super().__init__()
+        self._mpg_cancellable = cancellable
+
+    def cancel(self):
+        # The call is cancelled in the pool too: not sent to a worker if
+        # it was not yet, its result dropped if it was.
+        if super().cancel():
+            self._mpg_cancellable.cancel()
+            return True
+        return False
+
+
+class ProcessPoolExecutor(_futures.Executor):
+    """concurrent.futures.ProcessPoolExecutor on an Mpg.Pool.
+
+    ProcessPoolExecutor(max_workers=None, mp_context=None, initializer=None,
+    initargs=(), *, max_tasks_per_child=None): submit(fn, *args,
+    **kwargs) returns a concurrent.futures.Future; map(), shutdown(wait,
+    cancel_futures=False) and `with` as in the standard library. A
+    future stays pending until its result comes, and cancel() succeeds
+    until then (the result of a task already running is dropped).
+    """
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
+                 *, max_tasks_per_child=None):
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError('max_workers must be greater than 0')
+        self._pool = Pool(max_workers, initializer, initargs, max_tasks_per_child,
+                          context=mp_context)
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._pending = set()
+
+    @property
+    def pool(self):
+        """The Mpg.Pool underneath."""
+        return self._pool
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError('cannot schedule new futures after shutdown')
+            fid = self._pool._mpg_function(fn)
+            arg = _call_variant(args, kwargs, 'args')
+            cancellable = Gio.Cancellable()
+            future = _Future(cancellable)
+            self._pending.add(future)
+        pool = self._pool
+
+        def done(source, res, *data):
+            try:
+                value, ok = _decode_result(_GIPool.apply_finish(pool, res)), True
+            except GLib.Error as e:
+                value, ok = _pool_error(e), False
+            except Exception as e:  # noqa: B902
+                value, ok = e, False
+            with self._lock:
+                self._pending.discard(future)
+            if future.set_running_or_notify_cancel():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        _get_handler().call(lambda: _GIPool.apply_async(pool, fid, arg, cancellable, done))
+        return future
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        return super().map(fn, *iterables, timeout=timeout)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        with self._lock:
+            self._shutdown = True
+            pending = list(self._pending)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        self._pool.close()
+        if wait:
+            _futures.wait(pending)
+            self._pool.join()
+
+
+PoolExecutor = ProcessPoolExecutor
+__all__ += ['ProcessPoolExecutor', 'PoolExecutor']
+
+# The names of multiprocessing's module that come from the C layer as they
+# are: cpu_count(), current_process(), parent_process(), active_children().
+for _name, _value in list(globals().items()):
+    if _name in ('Process', 'Queue', 'SimpleQueue', 'JoinableQueue', 'Pipe', 'Connection',
+                 'TimeoutError', 'ProcessError', 'BufferTooShort', 'AuthenticationError',
+                 'RemoteError', 'get_context', 'set_start_method', 'get_all_start_methods',
+                 'freeze_support', 'cpu_count'):
+        setattr(_ForkContext, _name, staticmethod(_value) if callable(_value)
+                and not isinstance(_value, type) else _value)
+for _name in ('cpu_count', 'current_process', 'parent_process', 'active_children'):
+    setattr(_ForkContext, _name, staticmethod(getattr(Mpg, _name)))
+del _name, _value
