@@ -1644,10 +1644,17 @@ mpg_pool_set_property (GObject      *object,
       self->maxtasksperchild = g_value_get_uint (value);
       break;
     case PROP_START_METHOD:
-      self->start_method = g_value_get_enum (value);
-      /* As multiprocessing's context: decided when the pool is made. */
-      if (self->start_method == MPG_START_METHOD_DEFAULT)
-        self->start_method = mpg_get_start_method ();
+      g_mutex_lock (&self->mutex);
+      if (self->thread != NULL)
+        g_critical ("MpgPool:start-method can only be set before the pool's first call");
+      else
+        {
+          self->start_method = g_value_get_enum (value);
+          /* As multiprocessing's context: decided when the pool is made. */
+          if (self->start_method == MPG_START_METHOD_DEFAULT)
+            self->start_method = mpg_get_start_method ();
+        }
+      g_mutex_unlock (&self->mutex);
       break;
     case PROP_TASK_TIMEOUT:
       mpg_pool_set_task_timeout (self, g_value_get_uint (value));
@@ -1688,12 +1695,14 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * each function by name: see [func@Mpg.init] and
    * [method@Mpg.Pool.add_named_function]). The default,
    * %MPG_START_METHOD_DEFAULT, takes [func@Mpg.get_start_method] when the
-   * pool is made; reads back the method in use.
+   * pool is made; reads back the method in use. It can be changed until the
+   * pool's first call (functions added before with
+   * [method@Mpg.Pool.add_function] keep the name they got, if any).
    */
   properties[PROP_START_METHOD] =
     g_param_spec_enum ("start-method", NULL, NULL, MPG_TYPE_START_METHOD,
                        MPG_START_METHOD_DEFAULT,
-                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT | G_PARAM_STATIC_STRINGS));
 
   /**
    * MpgPool:maxtasksperchild:
@@ -2209,7 +2218,12 @@ find_function_locked (MpgPool  *self,
     {
       Function *function = g_ptr_array_index (self->functions, i);
 
-      if (function->id == id && function->name_error != NULL)
+      if (function->id == id && self->start_method == MPG_START_METHOD_SPAWN &&
+          function->func != NULL && function->name == NULL && function->name_error == NULL)
+        function->name = _mpg_task_name_for (function->func, function->user_data,
+                                             &function->name_error);
+      if (function->id == id && function->name_error != NULL &&
+          self->start_method == MPG_START_METHOD_SPAWN)
         {
           g_propagate_error (error, g_error_copy (function->name_error));
           return NULL;

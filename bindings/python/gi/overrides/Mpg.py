@@ -34,6 +34,9 @@ import array
 import builtins
 import collections
 import ctypes
+import importlib
+import importlib.util
+import json
 import os
 import queue as _queue
 import select
@@ -43,7 +46,7 @@ import time
 import traceback
 import weakref
 
-from gi.repository import Gio, GLib
+from gi.repository import Gio, GLib, GObject
 
 from ..module import get_introspection_module
 from ..overrides import override
@@ -290,6 +293,8 @@ def _encode(value, where, depth):
         return GLib.Variant.new_from_bytes(_T_AY, GLib.Bytes.new(bytes(value)), True)
     if isinstance(value, GLib.Variant):
         return value
+    if isinstance(value, _GIQueue):
+        return _reduce_queue(value, where)
     depth += 1
     if depth > _MAX_DEPTH:
         raise _cannot_send(value, where, 'values nest %d levels at most' % _MAX_DEPTH)
@@ -363,6 +368,8 @@ def _decode_tagged(variant):
         return _Failure(from_variant(payload))
     if tag == _TAG_PREFIX + 'call':
         return from_variant(payload)
+    if tag == _TAG_PREFIX + 'queue':
+        return _rebuild_queue(payload)
     return (tag, from_variant(payload))
 
 
@@ -771,7 +778,9 @@ class Process(Mpg.Process):
         method = self.props.start_method
         if method == Mpg.StartMethod.DEFAULT:
             method = Mpg.get_start_method()
-        if method not in (Mpg.StartMethod.DEFAULT, Mpg.StartMethod.FORK):
+        if method == Mpg.StartMethod.SPAWN:
+            self._prepare_spawn()
+        elif method != Mpg.StartMethod.FORK:
             raise _start_method_not_implemented(method.value_nick)
         try:
             _GIProcess.start(self)
@@ -780,6 +789,26 @@ class Process(Mpg.Process):
         # As multiprocessing: no reference cycle through the target.
         del self._target, self._args, self._kwargs
         self._target, self._args, self._kwargs = None, (), {}
+
+    def _prepare_spawn(self):
+        # The child is a new interpreter: it gets the target by name and
+        # the arguments as values (queues as handles and fds).
+        if self._mpg_style == 'mp':
+            raise NotImplementedError(
+                'a Process subclass overriding run() needs the fork start method for now')
+        _setup_spawn()
+        target = self._target
+        _GIProcess.set_target_name(
+            self, 'process:' + _task_name(target, 'a Process target') if target is not None
+            else '')
+        fds = Gio.UnixFDList.new()
+        _reduction.fd_list = fds
+        try:
+            args = _call_variant(self._args, self._kwargs, 'args')
+        finally:
+            _reduction.fd_list = None
+        self.props.args = args.get_child_value(1).get_variant()
+        _GIProcess.set_fd_list(self, fds)
 
     def join(self, *args, **kwargs):
         """multiprocessing: join(timeout=None), in seconds, returns None
@@ -1364,8 +1393,18 @@ class Pool(Mpg.Pool):
             raise ValueError('maxtasksperchild must be a positive int or None')
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
-        if context is not None and getattr(context, '_name', 'fork') != 'fork':
-            raise _start_method_not_implemented(context._name)
+        method = getattr(context, '_name', None) if context is not None else get_start_method()
+        if method not in ('fork', 'spawn'):
+            raise _start_method_not_implemented(method)
+        if method == 'spawn':
+            _setup_spawn()
+            if initializer is not None:
+                raise NotImplementedError(
+                    'a Pool initializer needs the fork start method for now')
+            pool = GObject.new(_GIPool, processes=processes or 0,
+                               maxtasksperchild=maxtasksperchild or 0,
+                               start_method=Mpg.StartMethod.SPAWN, **props)
+            return pool
         init = None
         if initializer is not None:
             initargs = tuple(initargs)
@@ -1376,6 +1415,7 @@ class Pool(Mpg.Pool):
 
         pool = _GIPool.new_full(processes or 0, _wrap_task(init), None, None,
                                 maxtasksperchild or 0)
+        pool.props.start_method = Mpg.StartMethod.FORK
         for name, value in props.items():
             pool.set_property(name.replace('_', '-'), value)
         return pool
@@ -1410,7 +1450,10 @@ class Pool(Mpg.Pool):
             if entry is not None:
                 cache.move_to_end(key)
                 return entry[0]
-            fid = _GIPool.add_function(self, _wrap_task(_make_pool_task(func)))
+            if self.props.start_method == Mpg.StartMethod.SPAWN:
+                fid = _GIPool.add_named_function(self, 'pool:' + _task_name(func, 'a pool task'))
+            else:
+                fid = _GIPool.add_function(self, _wrap_task(_make_pool_task(func)))
             cache[key] = (fid, func)
             if len(cache) > _MAX_FUNCTIONS:
                 _, (old, _) = cache.popitem(last=False)
@@ -1615,17 +1658,134 @@ __all__ += ['Pool', 'AsyncResult', 'MapResult', 'IMapIterator']
 
 
 # ---------------------------------------------------------------------------
+# The spawn start method
+#
+# A spawned worker is a new interpreter: `python3 -c <bootstrap> <json>`
+# that takes the parent's sys.path, imports the parent's main script as
+# __mp_main__ (so that its `if __name__ == '__main__'` block does not run,
+# as in multiprocessing), and then runs the C worker with a dispatcher that
+# finds tasks by 'module:qualname'. Queues given as arguments travel as a
+# handle and their fds (multiprocessing's reduction).
+
+_reduction = threading.local()
+
+_SPAWN_BOOTSTRAP = (
+    'import sys, json; _c = json.loads(sys.argv[1]); sys.path[:] = _c["path"]; '
+    'import gi; gi.require_version("Mpg", "1.0"); '
+    'from gi.repository import Mpg; sys.modules["gi.overrides.Mpg"]._spawn_worker_main(_c)')
+
+_spawn_ready = False
+
+
+def _setup_spawn():
+    global _spawn_ready
+    if _spawn_ready:
+        return
+    main = sys.modules.get('__main__')
+    main_path = getattr(main, '__file__', None)
+    config = {'path': sys.path,
+              'main': os.path.abspath(main_path) if main_path else None}
+    Mpg.set_spawn_command([sys.executable, '-c', _SPAWN_BOOTSTRAP, json.dumps(config)])
+    _spawn_ready = True
+
+
+def _task_name(func, what):
+    # 'module:qualname' for a function a spawned worker can import.
+    module = getattr(func, '__module__', None)
+    qualname = getattr(func, '__qualname__', None)
+    if module is None or qualname is None or '<' in qualname:
+        raise ValueError(
+            'with the spawn start method, %s must be a function defined at the top level '
+            'of a module (found by module:qualname in the new process), not %r: lambdas, '
+            'closures and nested functions only work with fork' % (what, func))
+    return '%s:%s' % (module, qualname)
+
+
+def _reduce_queue(queue, where):
+    fds = getattr(_reduction, 'fd_list', None)
+    if fds is None:
+        raise _cannot_send(queue, where, 'a queue can be sent only as an argument of a '
+                           'Process, where it travels as a handle and its fds')
+    return _tagged('queue', _GIQueue.to_handle(queue, fds))
+
+
+def _rebuild_queue(handle):
+    fds = getattr(_reduction, 'fd_source', None)
+    queue = _GIQueue.new_from_handle(handle, fds)
+    queue._mpg_mp = True
+    return queue
+
+
+def _resolve_task(name):
+    module_name, _, qualname = name.partition(':')
+    if module_name == '__main__':
+        module_name = '__mp_main__'
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    obj = module
+    for part in qualname.split('.'):
+        obj = getattr(obj, part)
+    return obj
+
+
+_spawned_tasks = {}
+
+
+def _spawn_dispatch(name, arg, fd_list, *data):
+    # In a spawned worker: 'process:module:qualname' runs a Process target
+    # with its (args, kwargs); 'pool:module:qualname' a pool task.
+    kind, _, task = name.partition(':')
+    try:
+        func = _resolve_task(task)
+    except Exception as e:  # noqa: B902
+        raise GLib.Error('cannot find %s in the spawned process: %s: %s'
+                         % (task, type(e).__name__, e),
+                         'mpg-error-quark', int(Mpg.Error.UNKNOWN_TASK)) from None
+    if kind == 'pool':
+        wrapped = _spawned_tasks.get(task)
+        if wrapped is None:
+            wrapped = _spawned_tasks[task] = _wrap_task(_make_pool_task(func))
+        return wrapped(arg)
+    _reduction.fd_source = fd_list
+    try:
+        args, kwargs = from_variant(arg) if arg is not None else ((), {})
+    finally:
+        _reduction.fd_source = None
+    _call_task(lambda: func(*args, **kwargs))
+    return None
+
+
+def _spawn_worker_main(config):
+    global _forked_pid
+    _forked_pid = os.getpid()
+    main_path = config.get('main')
+    if main_path:
+        spec = importlib.util.spec_from_file_location('__mp_main__', main_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules['__mp_main__'] = module
+        sys.modules['__main__'] = module
+        spec.loader.exec_module(module)
+    Mpg.set_task_dispatcher(_spawn_dispatch)
+    Mpg.worker_main()
+    os._exit(1)   # not reached: worker_main() exits
+
+
+# ---------------------------------------------------------------------------
 # Start methods and contexts
 
 _start_method_set = False
 
 
 def get_context(method=None):
-    """multiprocessing.get_context(): a context for 'fork' (or None, the
-    default). 'spawn' and 'forkserver' raise NotImplementedError for now."""
-    if method is None or method == 'fork':
+    """multiprocessing.get_context(): a context for 'fork' or 'spawn' (None:
+    the default's). 'forkserver' raises NotImplementedError for now."""
+    if method is None:
+        method = get_start_method()
+    if method == 'fork':
         return _fork_context
-    if method in ('spawn', 'forkserver'):
+    if method == 'spawn':
+        _setup_spawn()
+        return _spawn_context
+    if method == 'forkserver':
         raise _start_method_not_implemented(method)
     raise ValueError('cannot find context for %r' % (method,))
 
@@ -1642,7 +1802,7 @@ def set_start_method(method, force=False):
         _start_method_set = False
         return
     get_context(method)
-    Mpg.set_start_method(Mpg.StartMethod.FORK)
+    Mpg.set_start_method(_START_METHODS[method])
     _start_method_set = True
 
 
@@ -1654,11 +1814,11 @@ def get_start_method(allow_none=False):
         if allow_none:
             return None
         _start_method_set = True
-    return 'fork'
+    return 'spawn' if Mpg.get_start_method() == Mpg.StartMethod.SPAWN else 'fork'
 
 
 def get_all_start_methods():
-    return ['fork']
+    return ['fork', 'spawn']
 
 
 get_start_method_enum = Mpg.get_start_method
@@ -1687,6 +1847,24 @@ class _ForkContext:
 
 
 _fork_context = _ForkContext()
+
+
+class _SpawnContext(_ForkContext):
+    """What get_context('spawn') returns: processes and pools whose children
+    are new interpreters; tasks must be top-level functions of a module."""
+
+    _name = 'spawn'
+
+    def __repr__(self):
+        return '<Mpg spawn context>'
+
+    def Process(self, *args, **kwargs):
+        p = Process(*args, **kwargs)
+        p.props.start_method = Mpg.StartMethod.SPAWN
+        return p
+
+
+_spawn_context = _SpawnContext()
 
 __all__ += ['get_context', 'set_start_method', 'get_start_method', 'get_all_start_methods',
             'get_start_method_enum', 'freeze_support']
