@@ -1292,7 +1292,8 @@ mpg_process_set_target_name (MpgProcess *self,
  * that carry queues, connections or other fds as handles (see
  * [method@Mpg.Queue.to_handle]). With the fork start method the child
  * inherits every fd anyway; with spawn they are sent to the child, whose
- * target gets them as its user data.
+ * target gets them as its user data. The process lets go of the list once
+ * the child is started.
  */
 void
 mpg_process_set_fd_list (MpgProcess  *self,
@@ -1393,6 +1394,10 @@ mpg_process_start (MpgProcess  *self,
     }
   _mpg_fork_close_fd (&fds[1]);
   g_unix_set_fd_nonblocking (fds[0], TRUE, NULL);
+
+  /* The child has its copies of the args' fds now (inherited or sent):
+   * holding ours would keep, e.g., a pipe's end open behind the caller. */
+  g_clear_object (&priv->fd_list);
 
   priv->pid = pid;
   priv->pidfd = pidfd;

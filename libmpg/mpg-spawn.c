@@ -134,6 +134,11 @@ mpg_set_spawn_command (const char * const *argv)
  * looks the name up as a C symbol (`dlsym()`) of type [callback@Mpg.TaskFunc]
  * and calls it with the argument and, as its user data, the
  * #GUnixFDList of the argument's handles (or %NULL).
+ *
+ * The dispatcher runs with a new thread-default main context pushed, as
+ * tasks do: a runtime that needs the global default context to make
+ * progress (JavaScript's `import()`, promises) must push that one while it
+ * runs.
  */
 void
 mpg_set_task_dispatcher (MpgDispatchFunc dispatcher_func,
