@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # check-example.py: run an example program and check what it prints
 #
-# Usage: check-example.py hello|info|queue|queue-python|pool|progress PROGRAM [ARGS...]
+# Usage: check-example.py hello|info|queue|queue-python|queue-js|pool|pool-js|progress PROGRAM [ARGS...]
 #
 # hello: the output is exactly "hello bob".
 # info: a "main line" block printed by the program itself (its parent is
@@ -12,6 +12,7 @@
 # multiprocessing-style Python example prints it.
 # pool: [1, 4, 9], the squares of [1, 2, 3] computed by a pool's workers
 # (GVariant's text of an 'ai' and Python's text of a list are the same).
+# pool-js: JavaScript's JSON text of it, [1,4,9].
 # progress: "progress DONE/TOTAL" lines, DONE increasing up to TOTAL, then
 # the sum of the squares of 1..TOTAL, then the ticks of a timer of the same
 # main loop and their worst delay.
@@ -150,7 +151,9 @@ CHECKS = {
     'info': check_info,
     'queue': check_exactly("[<42>, <@mv nothing>, <'hello'>]"),
     'queue-python': check_exactly("[42, None, 'hello']"),
+    'queue-js': check_exactly('[42,null,"hello"]'),
     'pool': check_exactly('[1, 4, 9]'),
+    'pool-js': check_exactly('[1,4,9]'),
     'progress': check_progress,
 }
 

@@ -252,5 +252,35 @@ EOF
   check "Vala program builds with the installed VAPI and runs" vala_check
 fi
 
+# 8. GJS, with the installed ES module (imported by its file:// URL) and
+# its spawned worker program.
+gjs_module="$dest$datadir/$package/gjs/mpg.js"
+if [ "$have_gir" != yes ]; then
+  skip "GJS runs a pool and a process with the installed mpg.js" "introspection disabled"
+elif ! command -v gjs >/dev/null 2>&1; then
+  skip "GJS runs a pool and a process with the installed mpg.js" "no gjs"
+elif ! [ -f "$gjs_module" ] || ! [ -f "${gjs_module%/mpg.js}/mpg-worker.js" ]; then
+  check "GJS module installed" false
+else
+  gjs_check () {
+    cat >"$work/consumer.js" <<EOF
+import * as mpg from 'file://$gjs_module';
+const pool = new mpg.Pool(2);
+const squares = await pool.map(x => x * x, [1, 2, 3]);
+pool.terminate();
+const q = new mpg.Queue();
+const p = new mpg.Process(q => q.put([42, null, 'hello']), [q]);
+p.start();
+const got = await q.getAsync();
+await p.join();
+print(JSON.stringify([squares, got, p.exitcode]));
+EOF
+    out=$(GI_TYPELIB_PATH="$dest$libdir/girepository-1.0" LD_LIBRARY_PATH="$dest$libdir" \
+      gjs -m "$work/consumer.js") &&
+      [ "$out" = '[[1,4,9],[42,null,"hello"],0]' ]
+  }
+  check "GJS runs a pool and a process with the installed mpg.js" gjs_check
+fi
+
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,98 @@
+// tasks.js: task functions of the GJS tests, found by spawned workers as
+// exports of this module (mpg.task(import.meta.url, name)).
+//
+// Copyright 2026 The libmpg authors
+//
+// SPDX-License-Identifier: LGPL-2.1-or-later
+
+import GLib from 'gi://GLib';
+import Gio from 'gi://Gio';
+import System from 'system';
+import * as mpg from '../../bindings/gjs/mpg.js';
+
+export function square(x) {
+    return x * x;
+}
+
+export function identity(x) {
+    return x;
+}
+
+export async function addLater(x, y) {
+    await new Promise(resolve => GLib.timeout_add(GLib.PRIORITY_DEFAULT, 20, () => {
+        resolve();
+        return GLib.SOURCE_REMOVE;
+    }));
+    return x + y;
+}
+
+// Busy for ms milliseconds, without a main loop.
+export function busy(ms) {
+    GLib.usleep(ms * 1000);
+    return ms;
+}
+
+export function failWithTypeError(x) {
+    throw new TypeError(`not a good value: ${x}`);
+}
+
+class CustomError extends Error {
+    name = 'CustomError';
+}
+
+export function failWithCustomError() {
+    throw new CustomError('custom trouble');
+}
+
+export function failWithValue() {
+    // eslint-disable-next-line no-throw-literal
+    throw 'a string';
+}
+
+export function failWithGError() {
+    throw new GLib.Error(Gio.IOErrorEnum, Gio.IOErrorEnum.NOT_FOUND, 'nothing here');
+}
+
+export async function failLater() {
+    await null;
+    throw new RangeError('async trouble');
+}
+
+export function exitNow(status) {
+    // A worker that dies in the middle of a task.
+    System.exit(status);
+}
+
+export function info() {
+    return {
+        pid: mpg.getpid(),
+        ppid: mpg.getppid(),
+        name: mpg.currentProcess().name,
+        parent: mpg.parentProcess(),
+        isWorker: mpg.isWorker,
+    };
+}
+
+export function putAll(q, ...values) {
+    for (const v of values)
+        q.put(v);
+}
+
+export function sendThrough(conn, value) {
+    conn.send(value);
+    conn.close();
+}
+
+export function echoConnection(conn) {
+    for (;;) {
+        let value;
+        try {
+            value = conn.recv();
+        } catch (e) {
+            if (e instanceof mpg.EOFError)
+                return 'eof';
+            throw e;
+        }
+        conn.send(value);
+    }
+}
