@@ -203,6 +203,7 @@ else
     PYTHONPATH="${override%/gi/overrides/Mpg.py}" \
     "$python" - "$dest" <<'EOF'
 import importlib
+import operator
 import sys
 
 import gi
@@ -218,6 +219,13 @@ p.start()
 p.join(60000)
 assert p.props.exitcode == 0, p.props.exitcode
 assert p.dup_result().unpack() == 49
+
+# The multiprocessing layer: the seed's Pool, forked and spawned (a spawned
+# worker is a new interpreter that must find the installed override too).
+with Mpg.Pool(2) as pool:
+    assert pool.map(abs, [-1, -4, -9]) == [1, 4, 9]
+with Mpg.get_context('spawn').Pool(2) as pool:
+    assert pool.map(operator.neg, [-1, -4, -9]) == [1, 4, 9]
 EOF
   }
   check "Python loads the installed typelib and override" python_check

@@ -1683,8 +1683,15 @@ def _setup_spawn():
         return
     main = sys.modules.get('__main__')
     main_path = getattr(main, '__file__', None)
+    main_spec = getattr(main, '__spec__', None)
+    # As multiprocessing: a script is run again as __mp_main__, a module
+    # run with -m is imported by name; code from stdin or -c has no source
+    # to run again (its functions cannot be found by name).
+    if main_path is not None and not os.path.isfile(main_path):
+        main_path = None
     config = {'path': sys.path,
-              'main': os.path.abspath(main_path) if main_path else None}
+              'main': os.path.abspath(main_path) if main_path else None,
+              'main_module': main_spec.name if main_spec is not None else None}
     Mpg.set_spawn_command([sys.executable, '-c', _SPAWN_BOOTSTRAP, json.dumps(config)])
     _spawn_ready = True
 
@@ -1758,7 +1765,10 @@ def _spawn_worker_main(config):
     global _forked_pid
     _forked_pid = os.getpid()
     main_path = config.get('main')
-    if main_path:
+    if config.get('main_module'):
+        module = importlib.import_module(config['main_module'])
+        sys.modules['__mp_main__'] = module
+    elif main_path:
         spec = importlib.util.spec_from_file_location('__mp_main__', main_path)
         module = importlib.util.module_from_spec(spec)
         sys.modules['__mp_main__'] = module
