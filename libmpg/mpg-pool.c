@@ -22,6 +22,7 @@
 #include "mpg-error.h"
 #include "mpg-fork-private.h"
 #include "mpg-pool.h"
+#include "mpg-pool-private.h"
 #include "mpg-process-private.h"
 #include "mpg-spawn-private.h"
 #include "mpg-runtime.h"
@@ -1104,6 +1105,70 @@ worker_send_chunk_locked (MpgPool *self,
   return TRUE;
 }
 
+/*
+ * _mpg_pool_reply_check:
+ * @message: a message from a worker (any type)
+ * @chunk: the chunk the worker holds
+ * @serial: the serial of its call
+ * @length: the number of items in the chunk
+ * @out_results: (out): the results array
+ * @out_failures: (out): the failures, `a(u(sis))`
+ *
+ * Checks a worker's reply before the pool believes any of it: the type,
+ * the chunk and call it answers, one result per item, failures only in a
+ * boxed (`av`) reply, each naming an item of the chunk once.
+ */
+gboolean
+_mpg_pool_reply_check (GVariant   *message,
+                       guint32     chunk,
+                       guint64     serial,
+                       guint       length,
+                       GVariant  **out_results,
+                       GVariant  **out_failures,
+                       GError    **error)
+{
+  g_autoptr(GVariant) results = NULL;
+  g_autoptr(GVariant) failures = NULL;
+  g_autofree guint8 *seen = NULL;
+  guint32 got_chunk;
+  guint64 got_serial;
+  gsize n_failures;
+
+  if (!g_variant_is_of_type (message, G_VARIANT_TYPE (REPLY_TYPE)))
+    goto malformed;
+
+  g_variant_get (message, "(utv@a(u(sis)))", &got_chunk, &got_serial, &results, &failures);
+  if (got_serial != serial || got_chunk != chunk ||
+      !g_variant_is_of_type (results, G_VARIANT_TYPE_ARRAY) ||
+      g_variant_n_children (results) != length)
+    goto malformed;
+
+  n_failures = g_variant_n_children (failures);
+  if (n_failures > 0 && !g_variant_is_of_type (results, G_VARIANT_TYPE ("av")))
+    goto malformed;
+  if (n_failures > length)
+    goto malformed;
+  seen = g_malloc0 (MAX (length, 1));
+  for (gsize i = 0; i < n_failures; i++)
+    {
+      guint32 index;
+
+      g_variant_get_child (failures, i, "(u(sis))", &index, NULL, NULL, NULL);
+      if (index >= length || seen[index])
+        goto malformed;
+      seen[index] = 1;
+    }
+
+  *out_results = g_steal_pointer (&results);
+  *out_failures = g_steal_pointer (&failures);
+  return TRUE;
+
+malformed:
+  g_set_error_literal (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
+                       "A pool worker sent a reply that does not match its task");
+  return FALSE;
+}
+
 static gboolean
 worker_handle_message_locked (MpgPool  *self,
                               Worker   *worker,
@@ -1111,8 +1176,6 @@ worker_handle_message_locked (MpgPool  *self,
 {
   g_autoptr(GVariant) results = NULL;
   g_autoptr(GVariant) failures = NULL;
-  guint32 chunk;
-  guint64 serial;
   Call *call = worker->call;
   guint start, length;
   gboolean boxed;
@@ -1133,20 +1196,15 @@ worker_handle_message_locked (MpgPool  *self,
       return TRUE;
     }
 
-  if (!g_variant_is_of_type (message, G_VARIANT_TYPE (REPLY_TYPE)) || call == NULL)
+  if (call == NULL)
     return FALSE;
-
-  g_variant_get (message, "(utv@a(u(sis)))", &chunk, &serial, &results, &failures);
   start = chunk_start (call, worker->chunk);
   length = chunk_length (call, worker->chunk);
-  if (serial != call->serial || chunk != worker->chunk ||
-      !g_variant_is_of_type (results, G_VARIANT_TYPE_ARRAY) ||
-      g_variant_n_children (results) != length)
+  if (!_mpg_pool_reply_check (message, worker->chunk, call->serial, length,
+                              &results, &failures, NULL))
     return FALSE;
   boxed = g_variant_is_of_type (results, G_VARIANT_TYPE ("av"));
   n_failures = g_variant_n_children (failures);
-  if (n_failures > 0 && !boxed)
-    return FALSE;
 
   worker_clear_timeout (worker);
   worker->call = NULL;
