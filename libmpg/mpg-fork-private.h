@@ -35,6 +35,8 @@ gboolean  _mpg_fork_pipe            (int             fds[2],
                                      GError        **error);
 gboolean  _mpg_fork_socketpair      (int             fds[2],
                                      GError        **error);
+int       _mpg_fork_register_fd     (int             fd);
+pid_t     _mpg_fork_plain           (void);
 void      _mpg_fork_close_fd        (int            *fd);
 gboolean  _mpg_fork                 (int             child_fd,
                                      MpgChildMain    child_main,

@@ -164,6 +164,61 @@ _mpg_fork_socketpair (int      fds[2],
   return FALSE;
 }
 
+static void reset_signals (void);
+
+/*
+ * _mpg_fork_register_fd:
+ * @fd: an fd, or -1
+ *
+ * Makes @fd close-on-exec and a library fd (closed in children forked
+ * later). Returns @fd.
+ */
+int
+_mpg_fork_register_fd (int fd)
+{
+  if (fd < 0)
+    return fd;
+
+  g_mutex_lock (&fork_lock);
+  fcntl (fd, F_SETFD, FD_CLOEXEC);
+  register_fd_locked (fd);
+  g_mutex_unlock (&fork_lock);
+
+  return fd;
+}
+
+/*
+ * _mpg_fork_plain:
+ *
+ * fork() for a single-threaded process (the fork server): through the
+ * binding's fork function if there is one, with signals reset and death
+ * with the parent arranged in the child. Returns as fork() does.
+ */
+pid_t
+_mpg_fork_plain (void)
+{
+  pid_t parent_pid = getpid ();
+  pid_t pid;
+
+  fflush (NULL);
+  if (fork_func != NULL)
+    {
+      pid = fork_func (fork_func_data);
+      if (pid == 0 && getpid () == parent_pid)
+        pid = -1;
+    }
+  else
+    pid = fork ();
+
+  if (pid == 0)
+    {
+      reset_signals ();
+      if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
+        _exit (1);
+    }
+  return pid;
+}
+
 /*
  * _mpg_fork_close_fd:
  * @fd: (inout): a registered fd, or -1

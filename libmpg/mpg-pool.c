@@ -106,8 +106,8 @@
 /* A task by name (for spawned workers, and functions added by name). */
 #define NAMED_TASK_TYPE "(sutv)"
 /* What a spawned worker gets first: (number, maxtasksperchild,
- * initializer name or "", initargs). */
-#define SPAWN_BOOTSTRAP_TYPE "(uusmv)"
+ * initializer name or "", initargs, the start of the worker's name). */
+#define SPAWN_BOOTSTRAP_TYPE "(uusmvs)"
 #define INIT_ERROR_TYPE "(sis)"
 #define TERMINATE_GRACE_MSEC 1000
 
@@ -192,6 +192,7 @@ struct _Worker
   int pidfd;
   int fd;
   guint known_functions;      /* ids up to this one were added before the fork */
+  int status_fd;              /* a forkserver worker's exit code comes here */
   gboolean starting;
   gboolean spawned;
   gboolean retiring;           /* the pool closed its channel */
@@ -729,6 +730,7 @@ typedef struct
   MpgTaskFunc initializer;
   gpointer initializer_data;
   char *initializer_name;     /* spawned workers run it by name */
+  char *name_prefix;          /* "Fork", "Spawn", "ForkServer" */
   GVariant *initargs;
   FunctionCopy *functions;
   guint n_functions;
@@ -779,7 +781,8 @@ static void
 worker_main (gpointer data)
 {
   WorkerStart *start = data;
-  g_autofree char *name = g_strdup_printf ("%sPoolWorker-%u", start->spawned ? "Spawn" : "Fork",
+  g_autofree char *name = g_strdup_printf ("%sPoolWorker-%u",
+                                           start->name_prefix != NULL ? start->name_prefix : "Fork",
                                            start->number);
   GMainContext *context;
   guint chunks_done = 0;
@@ -920,6 +923,7 @@ worker_start_free (WorkerStart *start)
 {
   g_clear_pointer (&start->initargs, g_variant_unref);
   g_free (start->initializer_name);
+  g_free (start->name_prefix);
   g_free (start->functions);
   g_free (start);
 }
@@ -980,14 +984,33 @@ worker_lost_locked (MpgPool *self,
   _mpg_fork_close_fd (&worker->fd);
 
   /* The channel ends when the worker exits, so this returns at once (a
-   * worker that closed it otherwise is ended). */
-  for (guint i = 0; (r = waitpid (worker->pid, &status, WNOHANG)) == 0 && i < 200; i++)
-    g_usleep (1000);
-  if (r == 0)
+   * worker that closed it otherwise is ended). A forkserver worker is the
+   * server's child: the server sends its exit code. */
+  if (worker->status_fd >= 0)
     {
-      worker_kill (worker, SIGKILL);
-      while (waitpid (worker->pid, &status, 0) < 0 && errno == EINTR)
-        ;
+      gint code = _mpg_forkserver_read_status (worker->status_fd, 200);
+
+      if (code == G_MININT)
+        {
+          worker_kill (worker, SIGKILL);
+          code = _mpg_forkserver_read_status (worker->status_fd, -1);
+        }
+      _mpg_fork_close_fd (&worker->status_fd);
+      if (code >= 0)
+        status = W_EXITCODE (code, 0);
+      else
+        status = -code;   /* W_EXITCODE (0, signal) */
+    }
+  else
+    {
+      for (guint i = 0; (r = waitpid (worker->pid, &status, WNOHANG)) == 0 && i < 200; i++)
+        g_usleep (1000);
+      if (r == 0)
+        {
+          worker_kill (worker, SIGKILL);
+          while (waitpid (worker->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        }
     }
   _mpg_fork_close_fd (&worker->pidfd);
   how = describe_status (status);
@@ -1328,6 +1351,7 @@ spawn_worker_locked (MpgPool  *self,
   worker->pool = self;
   worker->fd = -1;
   worker->pidfd = -1;
+  worker->status_fd = -1;
   worker->starting = TRUE;
   worker->known_functions = self->last_function_id;
   worker->number = g_atomic_int_add (&worker_counter, 1) + 1;
@@ -1350,7 +1374,7 @@ spawn_worker_locked (MpgPool  *self,
       start->functions[i].user_data = function->user_data;
       start->functions[i].name = NULL;   /* named tasks come by name */
     }
-  if (self->start_method == MPG_START_METHOD_SPAWN)
+  if (self->start_method != MPG_START_METHOD_FORK)
     {
       worker->spawned = TRUE;
       worker->known_functions = G_MAXUINT;
@@ -1364,13 +1388,18 @@ spawn_worker_locked (MpgPool  *self,
       ok = (self->initializer == NULL ||
             (start->initializer_name = _mpg_task_name_for (self->initializer,
                                                            self->initializer_data, error)) != NULL) &&
-           _mpg_spawn ("pool", &fds[1], 1, &worker->pid, &worker->pidfd, error);
+           (self->start_method == MPG_START_METHOD_FORKSERVER
+            ? _mpg_forkserver_start ("pool", &fds[1], 1, &worker->pid, &worker->pidfd,
+                                     &worker->status_fd, error)
+            : _mpg_spawn ("pool", &fds[1], 1, &worker->pid, &worker->pidfd, error));
       _mpg_fork_close_fd (&fds[1]);
       if (ok && !_mpg_channel_send (fds[0],
                                     g_variant_new (SPAWN_BOOTSTRAP_TYPE, worker->number,
                                                    self->maxtasksperchild,
                                                    start->initializer_name != NULL ? start->initializer_name : "",
-                                                   start->initargs),
+                                                   start->initargs,
+                                                   self->start_method == MPG_START_METHOD_FORKSERVER
+                                                   ? "ForkServer" : "Spawn"),
                                     NULL, MAX_MESSAGE, -1, NULL, error))
         {
           /* Gone already: the end of its channel settles it below. */
@@ -2160,7 +2189,7 @@ mpg_pool_add_function (MpgPool        *self,
   function->func = func;
   function->user_data = user_data;
   function->user_data_free = user_data_free;
-  if (self->start_method == MPG_START_METHOD_SPAWN)
+  if (self->start_method != MPG_START_METHOD_FORK)
     function->name = _mpg_task_name_for (func, user_data, &function->name_error);
 
   g_mutex_lock (&self->mutex);
@@ -2258,12 +2287,6 @@ check_running_locked (MpgPool  *self,
       g_propagate_error (error, g_error_copy (self->broken));
       return FALSE;
     }
-  if (self->start_method == MPG_START_METHOD_FORKSERVER)
-    {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                           "The forkserver start method is not available yet");
-      return FALSE;
-    }
   return TRUE;
 }
 
@@ -2276,12 +2299,12 @@ find_function_locked (MpgPool  *self,
     {
       Function *function = g_ptr_array_index (self->functions, i);
 
-      if (function->id == id && self->start_method == MPG_START_METHOD_SPAWN &&
+      if (function->id == id && self->start_method != MPG_START_METHOD_FORK &&
           function->func != NULL && function->name == NULL && function->name_error == NULL)
         function->name = _mpg_task_name_for (function->func, function->user_data,
                                              &function->name_error);
       if (function->id == id && function->name_error != NULL &&
-          self->start_method == MPG_START_METHOD_SPAWN)
+          self->start_method != MPG_START_METHOD_FORK)
         {
           g_propagate_error (error, g_error_copy (function->name_error));
           return NULL;
@@ -3388,8 +3411,8 @@ _mpg_pool_spawned_main (void)
 
   start->fd = 3;
   start->spawned = TRUE;
-  g_variant_get (bootstrap, "(uusmv)", &start->number, &start->maxtasksperchild,
-                 &initializer_name, &start->initargs);
+  g_variant_get (bootstrap, "(uusmvs)", &start->number, &start->maxtasksperchild,
+                 &initializer_name, &start->initargs, &start->name_prefix);
   if (initializer_name[0] != '\0')
     start->initializer_name = initializer_name;
   else

@@ -131,6 +131,7 @@ typedef struct
   pid_t owner_pid;
   int pidfd;
   int result_fd;
+  int status_fd;              /* a forkserver child's exit code comes here */
   GByteArray *result_buf;
   gboolean result_eof;
   gboolean result_too_large;
@@ -296,10 +297,16 @@ release_channel_locked (MpgProcess *self)
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
 
   if (priv->owner_pid == getpid ())
-    _mpg_fork_close_fd (&priv->result_fd);
+    {
+      _mpg_fork_close_fd (&priv->result_fd);
+      _mpg_fork_close_fd (&priv->status_fd);
+    }
   priv->result_fd = -1;
+  priv->status_fd = -1;
   g_clear_pointer (&priv->result_buf, g_byte_array_unref);
 }
+
+static gboolean pidfd_is_readable (int pidfd);
 
 /* Collects the exit status if the child has exited. Returns TRUE if this
  * call reaped it: the caller then notifies and forgets the child. */
@@ -320,6 +327,22 @@ poll_locked (MpgProcess *self)
    * until it exits, says that it is exiting: then wait for it. */
   if (priv->pidfd < 0 && !priv->result_eof)
     return FALSE;
+
+  /* A forkserver child is the server's: the server reaps it and sends its
+   * exit code, promptly once it has ended. */
+  if (priv->status_fd >= 0)
+    {
+      gint code;
+
+      if (priv->pidfd >= 0 && !pidfd_is_readable (priv->pidfd))
+        return FALSE;
+      code = _mpg_forkserver_read_status (priv->status_fd, 5000);
+      if (code == G_MININT)
+        return FALSE;
+      drain_result_locked (self);
+      priv->exitcode = code;
+      goto exited;
+    }
 
   memset (&info, 0, sizeof info);
   do
@@ -352,6 +375,8 @@ poll_locked (MpgProcess *self)
     priv->exitcode = info.si_status;
   else
     priv->exitcode = -info.si_status;
+
+exited:
   priv->state = STATE_EXITED;
 
   decode_result_locked (self);
@@ -634,6 +659,7 @@ mpg_process_init (MpgProcess *self)
   g_mutex_init (&priv->mutex);
   priv->pidfd = -1;
   priv->result_fd = -1;
+  priv->status_fd = -1;
   priv->exitcode = MPG_PROCESS_EXITCODE_NONE;
   priv->kind = constructing_kind;
 
@@ -1145,17 +1171,18 @@ child_main (gpointer data)
   _exit (exitcode);
 }
 
-#define SPAWN_BOOTSTRAP_TYPE "(ssbmv)"
+#define SPAWN_BOOTSTRAP_TYPE "(ssbmvi)"
 
 /* Starts the child with the spawn start method: a new program, told over
  * a socket what to run (task name, process name, daemon flag, args and
  * their fds). Called with the lock held. */
 static gboolean
-spawn_child (MpgProcess  *self,
-             int          result_fd,
-             pid_t       *out_pid,
-             int         *out_pidfd,
-             GError     **error)
+spawn_child (MpgProcess     *self,
+             MpgStartMethod  method,
+             int             result_fd,
+             pid_t          *out_pid,
+             int            *out_pidfd,
+             GError        **error)
 {
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
   int boot[2];
@@ -1167,14 +1194,19 @@ spawn_child (MpgProcess  *self,
 
   child_fds[0] = result_fd;
   child_fds[1] = boot[1];
-  ok = _mpg_spawn ("process", child_fds, 2, out_pid, out_pidfd, error);
+  if (method == MPG_START_METHOD_FORKSERVER)
+    ok = _mpg_forkserver_start ("process", child_fds, 2, out_pid, out_pidfd, &priv->status_fd,
+                                error);
+  else
+    ok = _mpg_spawn ("process", child_fds, 2, out_pid, out_pidfd, error);
   _mpg_fork_close_fd (&boot[1]);
 
   if (ok)
     {
       GVariant *bootstrap = g_variant_new (SPAWN_BOOTSTRAP_TYPE,
                                            priv->target_name != NULL ? priv->target_name : "",
-                                           priv->name, priv->daemon, priv->args);
+                                           priv->name, priv->daemon, priv->args,
+                                           (gint32) getpid ());
 
       /* The child reads it at once; a child that died first is seen by
        * join(), as any other failure of the child. */
@@ -1186,8 +1218,14 @@ spawn_child (MpgProcess  *self,
             _mpg_pidfd_send_signal (*out_pidfd, SIGKILL);
           else
             kill (*out_pid, SIGKILL);
-          while (waitpid (*out_pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+          if (priv->status_fd >= 0)
+            {
+              _mpg_forkserver_read_status (priv->status_fd, -1);
+              _mpg_fork_close_fd (&priv->status_fd);
+            }
+          else
+            while (waitpid (*out_pid, NULL, 0) < 0 && errno == EINTR)
+              ;
           _mpg_fork_close_fd (out_pidfd);
           ok = FALSE;
         }
@@ -1228,8 +1266,10 @@ _mpg_process_spawned_main (void)
   const char *name;
   gboolean daemon;
   GVariant *args;
+  gint32 parent_pid;
   MpgProcess *self;
   MpgProcessPrivate *priv;
+  MpgProcessPrivate *ppriv;
   int exitcode;
 
   bootstrap = _mpg_channel_receive (4, MPG_WIRE_DEFAULT_MAX, -1, NULL, &fd_list, &error);
@@ -1242,12 +1282,25 @@ _mpg_process_spawned_main (void)
     }
 
   task = g_new0 (SpawnedTask, 1);
-  g_variant_get (bootstrap, "(s&sbmv)", &task->name, &name, &daemon, &args);
+  g_variant_get (bootstrap, "(s&sbmvi)", &task->name, &name, &daemon, &args, &parent_pid);
   task->fd_list = fd_list;
 
   _mpg_process_enter_worker (name, daemon);
   self = current_process;
   priv = mpg_process_get_instance_private (self);
+
+  /* A forkserver child's parent is the process that asked for it, as in
+   * multiprocessing, not the server. */
+  ppriv = mpg_process_get_instance_private (parent_process);
+  if (ppriv->pid != parent_pid)
+    {
+      if (ppriv->pidfd >= 0)
+        close (ppriv->pidfd);
+      ppriv->pid = parent_pid;
+      ppriv->pidfd = _mpg_pidfd_open (parent_pid);
+      if (ppriv->pidfd >= 0)
+        fcntl (ppriv->pidfd, F_SETFD, FD_CLOEXEC);
+    }
   priv->args = args;
   priv->target = spawned_target;
   priv->target_data = task;
@@ -1357,13 +1410,7 @@ mpg_process_start (MpgProcess  *self,
   method = priv->start_method;
   if (method == MPG_START_METHOD_DEFAULT)
     method = mpg_get_start_method ();
-  if (method == MPG_START_METHOD_FORKSERVER)
-    {
-      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                           "The forkserver start method is not available yet");
-      goto failed;
-    }
-  if (method == MPG_START_METHOD_SPAWN && priv->target_name == NULL && priv->target != NULL &&
+  if (method != MPG_START_METHOD_FORK && priv->target_name == NULL && priv->target != NULL &&
       (priv->target_name = _mpg_task_name_for (priv->target, priv->target_data, error)) == NULL)
     goto failed;
 
@@ -1375,9 +1422,9 @@ mpg_process_start (MpgProcess  *self,
     goto failed;
 
   priv->result_fd = fds[1];
-  if (method == MPG_START_METHOD_SPAWN)
+  if (method != MPG_START_METHOD_FORK)
     {
-      if (!spawn_child (self, fds[1], &pid, &pidfd, error))
+      if (!spawn_child (self, method, fds[1], &pid, &pidfd, error))
         {
           priv->result_fd = -1;
           _mpg_fork_close_fd (&fds[0]);

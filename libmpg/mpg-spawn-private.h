@@ -38,8 +38,19 @@ GVariant *_mpg_dispatch             (const char    *name,
                                      GUnixFDList   *fd_list,
                                      GError       **error);
 
+gboolean  _mpg_forkserver_start     (const char    *kind,
+                                     const int     *fds,
+                                     guint          n_fds,
+                                     pid_t         *out_pid,
+                                     int           *out_pidfd,
+                                     int           *out_status_fd,
+                                     GError       **error);
+gint      _mpg_forkserver_read_status (int          status_fd,
+                                       gint         timeout_msec);
+
 /* Worker entry points, in the spawned program. */
 G_NORETURN void _mpg_process_spawned_main (void);
 G_NORETURN void _mpg_pool_spawned_main    (void);
+G_NORETURN void _mpg_forkserver_main      (void);
 
 G_END_DECLS

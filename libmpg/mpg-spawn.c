@@ -67,6 +67,11 @@ mpg_worker_main (void)
       g_unsetenv (MPG_WORKER_ENV);
       _mpg_pool_spawned_main ();
     }
+  if (g_str_equal (kind, "forkserver"))
+    {
+      g_unsetenv (MPG_WORKER_ENV);
+      _mpg_forkserver_main ();
+    }
 
   g_printerr ("libmpg: unknown worker kind '%s' in %s\n", kind, MPG_WORKER_ENV);
   _exit (127);
@@ -206,9 +211,9 @@ _mpg_task_name_for (MpgTaskFunc   func,
   if (user_data != NULL)
     {
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_UNKNOWN_TASK,
-                           "The spawn start method runs a task by name in a new program: "
-                           "a task with user data cannot be sent (pass the data as the "
-                           "task's argument)");
+                           "The spawn and forkserver start methods run a task by name in "
+                           "another program: a task with user data cannot be sent (pass the "
+                           "data as the task's argument)");
       return NULL;
     }
 
@@ -216,9 +221,9 @@ _mpg_task_name_for (MpgTaskFunc   func,
       info.dli_saddr != (gpointer) func)
     {
       g_set_error (error, MPG_ERROR, MPG_ERROR_UNKNOWN_TASK,
-                   "The task function %p has no exported name, which the spawn start "
-                   "method needs: make it non-static, and link the program with "
-                   "-rdynamic (meson: export_dynamic: true)", (gpointer) func);
+                   "The task function %p has no exported name, which the spawn and "
+                   "forkserver start methods need: make it non-static, and link the "
+                   "program with -rdynamic (meson: export_dynamic: true)", (gpointer) func);
       return NULL;
     }
 

@@ -1,4 +1,5 @@
-/* test-spawn.c: the spawn start method, for processes and pools
+/* test-spawn.c: the spawn and forkserver start methods, for processes and
+ * pools
  *
  * Copyright 2026 The libmpg authors
  *
@@ -115,13 +116,16 @@ guard_cb (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* Each test runs with spawn and with forkserver. */
+static MpgStartMethod method;
+
 static MpgProcess *
 spawn_process (MpgTaskFunc  target,
                GVariant    *args)
 {
   MpgProcess *p = mpg_process_new (args, target, NULL, NULL);
 
-  mpg_process_set_start_method (p, MPG_START_METHOD_SPAWN);
+  mpg_process_set_start_method (p, method);
   return p;
 }
 
@@ -184,7 +188,7 @@ test_spawn_process_unnamed (void)
   g_assert_cmpint (mpg_process_get_pid (p), ==, 0);
   g_clear_error (&error);
 
-  mpg_process_set_start_method (q, MPG_START_METHOD_SPAWN);
+  mpg_process_set_start_method (q, method);
   g_assert_false (mpg_process_start (q, &error));
   g_assert_error (error, MPG_ERROR, MPG_ERROR_UNKNOWN_TASK);
 }
@@ -200,7 +204,7 @@ test_spawn_process_named (void)
   g_test_summary ("A target given by name; an unknown name fails the child with "
                   "MPG_ERROR_UNKNOWN_TASK");
 
-  mpg_process_set_start_method (p, MPG_START_METHOD_SPAWN);
+  mpg_process_set_start_method (p, method);
   mpg_process_set_target_name (p, "spawn_test_square");
   g_assert_true (mpg_process_start (p, &error));
   g_assert_true (mpg_process_join (p, 10000, NULL, &error));
@@ -208,7 +212,7 @@ test_spawn_process_named (void)
   g_assert_no_error (error);
   g_assert_cmpint (g_variant_get_int32 (result), ==, 81);
 
-  mpg_process_set_start_method (q, MPG_START_METHOD_SPAWN);
+  mpg_process_set_start_method (q, method);
   mpg_process_set_target_name (q, "spawn_test_no_such_function");
   g_assert_true (mpg_process_start (q, &error));
   g_assert_true (mpg_process_join (q, 10000, NULL, &error));
@@ -292,8 +296,7 @@ test_spawn_process_terminate (void)
 static MpgPool *
 spawn_pool (guint processes)
 {
-  return g_object_new (MPG_TYPE_POOL, "processes", processes,
-                       "start-method", MPG_START_METHOD_SPAWN, NULL);
+  return g_object_new (MPG_TYPE_POOL, "processes", processes, "start-method", method, NULL);
 }
 
 static void
@@ -307,7 +310,7 @@ test_spawn_pool_map (void)
 
   g_test_summary ("The seed's Pool example with spawned workers, by function and by name");
 
-  g_assert_cmpint (mpg_pool_get_start_method (pool), ==, MPG_START_METHOD_SPAWN);
+  g_assert_cmpint (mpg_pool_get_start_method (pool), ==, method);
   f = mpg_pool_add_function (pool, spawn_test_square, NULL, NULL);
   result = mpg_pool_map (pool, f, g_variant_new_parsed ("[1, 2, 3]"), 0, NULL, &error);
   g_assert_no_error (error);
@@ -374,15 +377,11 @@ test_spawn_pool_initializer (void)
 
   g_test_summary ("A spawned worker runs the initializer by name with its argument");
 
-  pool = g_object_new (MPG_TYPE_POOL, "processes", 2, "start-method", MPG_START_METHOD_SPAWN, NULL);
-  g_object_unref (pool);
-  pool = mpg_pool_new_full (2, spawn_test_init, NULL, NULL, g_variant_new_int32 (77), 0);
-  /* mpg_pool_new_full() takes the default start method: make it spawn. */
-  g_clear_object (&pool);
-  mpg_set_start_method (MPG_START_METHOD_SPAWN);
+  /* mpg_pool_new_full() takes the default start method. */
+  mpg_set_start_method (method);
   pool = mpg_pool_new_full (2, spawn_test_init, NULL, NULL, g_variant_new_int32 (77), 0);
   mpg_set_start_method (MPG_START_METHOD_DEFAULT);
-  g_assert_cmpint (mpg_pool_get_start_method (pool), ==, MPG_START_METHOD_SPAWN);
+  g_assert_cmpint (mpg_pool_get_start_method (pool), ==, method);
 
   f = mpg_pool_add_function (pool, spawn_test_read_init, NULL, NULL);
   result = mpg_pool_map (pool, f, g_variant_new_parsed ("[0, 0, 0, 0]"), 1, NULL, &error);
@@ -417,6 +416,7 @@ test_spawn_busy_parent (void)
   g_test_summary ("Spawned processes start and finish in a parent whose threads are busy in "
                   "GLib (run with -m slow for 1,000)");
 
+  g_atomic_int_set (&stop_threads, 0);
   for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
     threads[i] = g_thread_new ("busy", busy_thread, NULL);
 
@@ -444,9 +444,51 @@ test_spawn_busy_parent (void)
   for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
     g_thread_join (threads[i]);
 
-  g_test_message ("%u of %u spawned processes hung", hangs, n);
+  g_test_message ("%u of %u processes hung", hangs, n);
   g_assert_cmpuint (hangs, ==, 0);
 }
+
+typedef struct
+{
+  MpgStartMethod method;
+  GTestFunc func;
+} TestCase;
+
+static void
+run_test (gconstpointer data)
+{
+  const TestCase *test_case = data;
+
+  method = test_case->method;
+  test_case->func ();
+}
+
+static const struct
+{
+  const char *name;
+  MpgStartMethod method;
+} methods[] = {
+  { "Spawn", MPG_START_METHOD_SPAWN },
+  { "ForkServer", MPG_START_METHOD_FORKSERVER },
+};
+
+static const struct
+{
+  const char *name;
+  GTestFunc func;
+} tests[] = {
+  { "process", test_spawn_process },
+  { "process-error", test_spawn_process_error },
+  { "process-unnamed", test_spawn_process_unnamed },
+  { "process-named", test_spawn_process_named },
+  { "process-queue", test_spawn_process_queue },
+  { "process-fds", test_spawn_process_fds },
+  { "process-terminate", test_spawn_process_terminate },
+  { "pool-map", test_spawn_pool_map },
+  { "pool-errors", test_spawn_pool_errors },
+  { "pool-initializer", test_spawn_pool_initializer },
+  { "busy-parent", test_spawn_busy_parent },
+};
 
 int
 main (int    argc,
@@ -459,17 +501,18 @@ main (int    argc,
   g_timeout_add_seconds (300, guard_cb, NULL);
   alarm (300);
 
-  g_test_add_func ("/Mpg/Spawn/process", test_spawn_process);
-  g_test_add_func ("/Mpg/Spawn/process-error", test_spawn_process_error);
-  g_test_add_func ("/Mpg/Spawn/process-unnamed", test_spawn_process_unnamed);
-  g_test_add_func ("/Mpg/Spawn/process-named", test_spawn_process_named);
-  g_test_add_func ("/Mpg/Spawn/process-queue", test_spawn_process_queue);
-  g_test_add_func ("/Mpg/Spawn/process-fds", test_spawn_process_fds);
-  g_test_add_func ("/Mpg/Spawn/process-terminate", test_spawn_process_terminate);
-  g_test_add_func ("/Mpg/Spawn/pool-map", test_spawn_pool_map);
-  g_test_add_func ("/Mpg/Spawn/pool-errors", test_spawn_pool_errors);
-  g_test_add_func ("/Mpg/Spawn/pool-initializer", test_spawn_pool_initializer);
-  g_test_add_func ("/Mpg/Spawn/busy-parent", test_spawn_busy_parent);
+  for (guint m = 0; m < G_N_ELEMENTS (methods); m++)
+    {
+      for (guint t = 0; t < G_N_ELEMENTS (tests); t++)
+        {
+          g_autofree char *path = g_strdup_printf ("/Mpg/%s/%s", methods[m].name, tests[t].name);
+          TestCase *test_case = g_new (TestCase, 1);
+
+          test_case->method = methods[m].method;
+          test_case->func = tests[t].func;
+          g_test_add_data_func_full (path, test_case, run_test, g_free);
+        }
+    }
 
   return g_test_run ();
 }

@@ -272,12 +272,11 @@ def test_target_must_be_callable():
 
 
 def test_start_methods():
-    assert Mpg.get_all_start_methods() == ['fork', 'spawn']
+    assert Mpg.get_all_start_methods() == ['fork', 'spawn', 'forkserver']
     assert Mpg.get_context().get_start_method() == 'fork'
     assert Mpg.get_context('fork').Process is Mpg.Process
     assert Mpg.get_context('spawn').get_start_method() == 'spawn'
-    with pytest.raises(NotImplementedError):
-        Mpg.set_start_method('forkserver', force=True)
+    assert Mpg.get_context('forkserver').get_start_method() == 'forkserver'
     with pytest.raises(ValueError):
         Mpg.get_context('bogus')
     Mpg.set_start_method('fork', force=True)

@@ -1,4 +1,5 @@
-# test_mp_spawn.py: the spawn start method in the multiprocessing layer
+# test_mp_spawn.py: the spawn and forkserver start methods in the
+# multiprocessing layer
 #
 # Copyright 2026 The libmpg authors
 #
@@ -43,9 +44,9 @@ def exit_with(code):
     raise SystemExit(code)
 
 
-@pytest.fixture
-def ctx():
-    return Mpg.get_context('spawn')
+@pytest.fixture(params=['spawn', 'forkserver'])
+def ctx(request):
+    return Mpg.get_context(request.param)
 
 
 def test_pool_map(ctx):
@@ -61,7 +62,8 @@ def test_pool_workers_are_new_programs(ctx):
     with ctx.Pool(2) as pool:
         pid, name = pool.apply(identity)
         assert pid != os.getpid()
-        assert name.startswith('SpawnPoolWorker-')
+        assert name.startswith({'spawn': 'SpawnPoolWorker-',
+                                'forkserver': 'ForkServerPoolWorker-'}[ctx.get_start_method()])
 
 
 def test_pool_task_exception(ctx):
@@ -119,12 +121,13 @@ def test_process_refuses_lambdas(ctx):
         p.start()
 
 
-def test_set_start_method():
-    Mpg.set_start_method('spawn', force=True)
+@pytest.mark.parametrize('method', ['spawn', 'forkserver'])
+def test_set_start_method(method):
+    Mpg.set_start_method(method, force=True)
     try:
-        assert Mpg.get_start_method() == 'spawn'
+        assert Mpg.get_start_method() == method
         with Mpg.Pool(1) as pool:
-            assert pool.props.start_method == Mpg.StartMethod.SPAWN
+            assert pool.props.start_method.value_nick == method
             assert pool.map(square, [4]) == [16]
         # fork is still there, by context.
         with Mpg.get_context('fork').Pool(1) as pool:

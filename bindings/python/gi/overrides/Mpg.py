@@ -778,7 +778,7 @@ class Process(Mpg.Process):
         method = self.props.start_method
         if method == Mpg.StartMethod.DEFAULT:
             method = Mpg.get_start_method()
-        if method == Mpg.StartMethod.SPAWN:
+        if method in (Mpg.StartMethod.SPAWN, Mpg.StartMethod.FORKSERVER):
             self._prepare_spawn()
         elif method != Mpg.StartMethod.FORK:
             raise _start_method_not_implemented(method.value_nick)
@@ -1394,16 +1394,16 @@ class Pool(Mpg.Pool):
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
         method = getattr(context, '_name', None) if context is not None else get_start_method()
-        if method not in ('fork', 'spawn'):
+        if method not in _START_METHODS:
             raise _start_method_not_implemented(method)
-        if method == 'spawn':
+        if method != 'fork':
             _setup_spawn()
             if initializer is not None:
                 raise NotImplementedError(
                     'a Pool initializer needs the fork start method for now')
             pool = GObject.new(_GIPool, processes=processes or 0,
                                maxtasksperchild=maxtasksperchild or 0,
-                               start_method=Mpg.StartMethod.SPAWN, **props)
+                               start_method=_START_METHODS[method], **props)
             return pool
         init = None
         if initializer is not None:
@@ -1450,7 +1450,7 @@ class Pool(Mpg.Pool):
             if entry is not None:
                 cache.move_to_end(key)
                 return entry[0]
-            if self.props.start_method == Mpg.StartMethod.SPAWN:
+            if self.props.start_method != Mpg.StartMethod.FORK:
                 fid = _GIPool.add_named_function(self, 'pool:' + _task_name(func, 'a pool task'))
             else:
                 fid = _GIPool.add_function(self, _wrap_task(_make_pool_task(func)))
@@ -1702,7 +1702,7 @@ def _task_name(func, what):
     qualname = getattr(func, '__qualname__', None)
     if module is None or qualname is None or '<' in qualname:
         raise ValueError(
-            'with the spawn start method, %s must be a function defined at the top level '
+            'with the spawn and forkserver start methods, %s must be a function defined at the top level '
             'of a module (found by module:qualname in the new process), not %r: lambdas, '
             'closures and nested functions only work with fork' % (what, func))
     return '%s:%s' % (module, qualname)
@@ -1786,8 +1786,8 @@ _start_method_set = False
 
 
 def get_context(method=None):
-    """multiprocessing.get_context(): a context for 'fork' or 'spawn' (None:
-    the default's). 'forkserver' raises NotImplementedError for now."""
+    """multiprocessing.get_context(): a context for 'fork', 'spawn' or
+    'forkserver' (None: the default's)."""
     if method is None:
         method = get_start_method()
     if method == 'fork':
@@ -1796,7 +1796,8 @@ def get_context(method=None):
         _setup_spawn()
         return _spawn_context
     if method == 'forkserver':
-        raise _start_method_not_implemented(method)
+        _setup_spawn()
+        return _forkserver_context
     raise ValueError('cannot find context for %r' % (method,))
 
 
@@ -1824,11 +1825,11 @@ def get_start_method(allow_none=False):
         if allow_none:
             return None
         _start_method_set = True
-    return 'spawn' if Mpg.get_start_method() == Mpg.StartMethod.SPAWN else 'fork'
+    return {v: k for k, v in _START_METHODS.items()}[Mpg.get_start_method()]
 
 
 def get_all_start_methods():
-    return ['fork', 'spawn']
+    return ['fork', 'spawn', 'forkserver']
 
 
 get_start_method_enum = Mpg.get_start_method
@@ -1870,11 +1871,25 @@ class _SpawnContext(_ForkContext):
 
     def Process(self, *args, **kwargs):
         p = Process(*args, **kwargs)
-        p.props.start_method = Mpg.StartMethod.SPAWN
+        p.props.start_method = _START_METHODS[self._name]
         return p
 
 
 _spawn_context = _SpawnContext()
+
+
+class _ForkServerContext(_SpawnContext):
+    """What get_context('forkserver') returns: children forked by a server
+    process that was started fresh (one thread, nothing locked); tasks are
+    found by module:qualname, as with spawn."""
+
+    _name = 'forkserver'
+
+    def __repr__(self):
+        return '<Mpg forkserver context>'
+
+
+_forkserver_context = _ForkServerContext()
 
 __all__ += ['get_context', 'set_start_method', 'get_start_method', 'get_all_start_methods',
             'get_start_method_enum', 'freeze_support']
