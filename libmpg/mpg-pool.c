@@ -222,6 +222,8 @@ struct _MpgPool
   gpointer initializer_data;
   GDestroyNotify initializer_data_free;
   GVariant *initargs;
+  char *initializer_name;
+  GUnixFDList *initargs_fds;
 
   PoolState state;
   GError *broken;
@@ -731,6 +733,7 @@ typedef struct
   gpointer initializer_data;
   char *initializer_name;     /* spawned workers run it by name */
   char *name_prefix;          /* "Fork", "Spawn", "ForkServer" */
+  GUnixFDList *initargs_fds;  /* spawned: the fds of the initargs' handles */
   GVariant *initargs;
   FunctionCopy *functions;
   guint n_functions;
@@ -803,7 +806,15 @@ worker_main (gpointer data)
       g_autoptr(GError) error = NULL;
       FunctionCopy init = { 0, start->initializer, start->initializer_data, start->initializer_name };
 
-      result = worker_run_task (&init, args, &error);
+      if (init.func == NULL)
+        {
+          /* By name, with the fds of its argument's handles. */
+          result = _mpg_dispatch (init.name, args, start->initargs_fds, &error);
+          if (result != NULL)
+            g_variant_ref_sink (result);
+        }
+      else
+        result = worker_run_task (&init, args, &error);
       if (error != NULL)
         {
           worker_send (start->fd, _mpg_wire_error_to_variant (error));
@@ -924,6 +935,7 @@ worker_start_free (WorkerStart *start)
   g_clear_pointer (&start->initargs, g_variant_unref);
   g_free (start->initializer_name);
   g_free (start->name_prefix);
+  g_clear_object (&start->initargs_fds);
   g_free (start->functions);
   g_free (start);
 }
@@ -1385,7 +1397,9 @@ spawn_worker_locked (MpgPool  *self,
   ok = _mpg_fork_socketpair (fds, error);
   if (ok && worker->spawned)
     {
-      ok = (self->initializer == NULL ||
+      if (self->initializer_name != NULL)
+        start->initializer_name = g_strdup (self->initializer_name);
+      ok = (self->initializer == NULL || start->initializer_name != NULL ||
             (start->initializer_name = _mpg_task_name_for (self->initializer,
                                                            self->initializer_data, error)) != NULL) &&
            (self->start_method == MPG_START_METHOD_FORKSERVER
@@ -1400,7 +1414,7 @@ spawn_worker_locked (MpgPool  *self,
                                                    start->initargs,
                                                    self->start_method == MPG_START_METHOD_FORKSERVER
                                                    ? "ForkServer" : "Spawn"),
-                                    NULL, MAX_MESSAGE, -1, NULL, error))
+                                    self->initargs_fds, MAX_MESSAGE, -1, NULL, error))
         {
           /* Gone already: the end of its channel settles it below. */
           g_clear_error (error);
@@ -1665,6 +1679,8 @@ mpg_pool_finalize (GObject *object)
   g_ptr_array_unref (self->functions);
   g_clear_error (&self->broken);
   g_clear_pointer (&self->initargs, g_variant_unref);
+  g_clear_pointer (&self->initializer_name, g_free);
+  g_clear_object (&self->initargs_fds);
   if (self->initializer_data_free != NULL)
     self->initializer_data_free (self->initializer_data);
   g_mutex_clear (&self->mutex);
@@ -1964,6 +1980,36 @@ mpg_pool_get_processes (MpgPool *self)
 {
   g_return_val_if_fail (MPG_IS_POOL (self), 0);
   return self->processes;
+}
+
+/**
+ * mpg_pool_set_initializer_name:
+ * @self: a pool
+ * @name: (nullable): the name spawned workers find the initializer by
+ * @fd_list: (nullable): the fds that handles in the initializer's argument
+ *   refer to
+ *
+ * For the spawn and forkserver start methods, where workers find the
+ * initializer by name (see [method@Mpg.Pool.add_named_function]): names
+ * it, and gives the fds of its argument, e.g. a queue's (see
+ * [method@Mpg.Queue.to_handle]), which a worker's initializer run by name
+ * receives as its user data. Without a name, these start methods use the
+ * exported symbol of the C initializer. Call it before the pool's first
+ * call.
+ */
+void
+mpg_pool_set_initializer_name (MpgPool     *self,
+                               const char  *name,
+                               GUnixFDList *fd_list)
+{
+  g_return_if_fail (MPG_IS_POOL (self));
+  g_return_if_fail (fd_list == NULL || G_IS_UNIX_FD_LIST (fd_list));
+
+  g_mutex_lock (&self->mutex);
+  g_free (self->initializer_name);
+  self->initializer_name = g_strdup (name);
+  g_set_object (&self->initargs_fds, fd_list);
+  g_mutex_unlock (&self->mutex);
 }
 
 /**
@@ -3401,7 +3447,7 @@ _mpg_pool_spawned_main (void)
   WorkerStart *start = g_new0 (WorkerStart, 1);
   char *initializer_name;
 
-  bootstrap = _mpg_channel_receive (3, MAX_MESSAGE, -1, NULL, NULL, &error);
+  bootstrap = _mpg_channel_receive (3, MAX_MESSAGE, -1, NULL, &start->initargs_fds, &error);
   if (bootstrap == NULL || !g_variant_is_of_type (bootstrap, G_VARIANT_TYPE (SPAWN_BOOTSTRAP_TYPE)))
     {
       g_printerr ("libmpg: a spawned pool worker got no valid start message: %s\n",

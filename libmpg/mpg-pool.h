@@ -12,6 +12,7 @@
 #endif
 
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
 
 #include "mpg-types.h"
 #include "mpg-version-macros.h"
@@ -42,6 +43,10 @@ MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_processes       (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
 MpgStartMethod   mpg_pool_get_start_method    (MpgPool              *self);
+MPG_AVAILABLE_IN_ALL
+void             mpg_pool_set_initializer_name (MpgPool             *self,
+                                               const char           *name,
+                                               GUnixFDList          *fd_list);
 MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_maxtasksperchild (MpgPool             *self);
 MPG_AVAILABLE_IN_ALL

@@ -29,6 +29,8 @@ G_MODULE_EXPORT GVariant *spawn_test_sleep       (GVariant *arg, gpointer user_d
 G_MODULE_EXPORT GVariant *spawn_test_init        (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *spawn_test_read_init   (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *spawn_test_die         (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *spawn_test_init_queue  (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *spawn_test_put_item    (GVariant *arg, gpointer user_data, GError **error);
 
 GVariant *
 spawn_test_square (GVariant *arg, gpointer user_data, GError **error)
@@ -101,6 +103,24 @@ spawn_test_die (GVariant *arg, gpointer user_data, GError **error)
 {
   raise (SIGKILL);
   return NULL;
+}
+
+/* The pool's queue, in each worker: its initializer gets it by handle. */
+static MpgQueue *worker_queue;
+
+GVariant *
+spawn_test_init_queue (GVariant *arg, gpointer user_data, GError **error)
+{
+  worker_queue = mpg_queue_new_from_handle (arg, user_data, error);
+  return NULL;
+}
+
+GVariant *
+spawn_test_put_item (GVariant *arg, gpointer user_data, GError **error)
+{
+  if (!mpg_queue_put (worker_queue, g_variant_ref (arg), TRUE, -1, NULL, error))
+    return NULL;
+  return g_variant_new_boolean (TRUE);
 }
 
 static GVariant *
@@ -390,6 +410,41 @@ test_spawn_pool_initializer (void)
   g_assert_cmpstr (text, ==, "[77, 77, 77, 77]");
 }
 
+static void
+test_spawn_pool_initializer_queue (void)
+{
+  g_autoptr(MpgQueue) q = NULL;
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr(MpgPool) pool = NULL;
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  gint32 sum = 0;
+  guint f;
+
+  g_test_summary ("A queue given to the workers through the initializer's argument (handle and "
+                  "fds), as multiprocessing's Pool(initializer=, initargs=(q,))");
+
+  q = mpg_queue_new (0, &error);
+  g_assert_no_error (error);
+  mpg_set_start_method (method);
+  pool = mpg_pool_new_full (2, spawn_test_init_queue, NULL, NULL, mpg_queue_to_handle (q, fds, &error), 0);
+  mpg_set_start_method (MPG_START_METHOD_DEFAULT);
+  g_assert_no_error (error);
+  mpg_pool_set_initializer_name (pool, "spawn_test_init_queue", fds);
+
+  f = mpg_pool_add_function (pool, spawn_test_put_item, NULL, NULL);
+  result = mpg_pool_map (pool, f, g_variant_new_parsed ("[1, 2, 3, 4]"), 1, NULL, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i < 4; i++)
+    {
+      g_autoptr(GVariant) v = mpg_queue_get (q, TRUE, 10000, NULL, &error);
+
+      g_assert_no_error (error);
+      sum += g_variant_get_int32 (v);
+    }
+  g_assert_cmpint (sum, ==, 10);
+}
+
 /* Threads that keep GLib busy (type-info locks, GTask's thread pool, the
  * allocator) while processes are started: a fork could copy a lock that
  * one of them holds; an exec'd child starts afresh. */
@@ -487,6 +542,7 @@ static const struct
   { "pool-map", test_spawn_pool_map },
   { "pool-errors", test_spawn_pool_errors },
   { "pool-initializer", test_spawn_pool_initializer },
+  { "pool-initializer-queue", test_spawn_pool_initializer_queue },
   { "busy-parent", test_spawn_busy_parent },
 };
 

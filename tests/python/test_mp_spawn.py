@@ -134,3 +134,26 @@ def test_set_start_method(method):
             assert pool.map(lambda x: -x, [4]) == [-4]
     finally:
         Mpg.set_start_method('fork', force=True)
+
+
+_worker_queue = None
+
+
+def init_with_queue(q, tag):
+    global _worker_queue
+    _worker_queue = (q, tag)
+
+
+def put_tagged(x):
+    q, tag = _worker_queue
+    q.put((tag, x))
+    return x
+
+
+def test_pool_initializer_with_a_queue(ctx):
+    # multiprocessing's way to give pool workers a queue: the initializer.
+    q = ctx.Queue()
+    with ctx.Pool(2, initializer=init_with_queue, initargs=(q, 'w')) as pool:
+        assert pool.map(put_tagged, [1, 2, 3]) == [1, 2, 3]
+        got = sorted(q.get(timeout=T) for _ in range(3))
+    assert got == [('w', 1), ('w', 2), ('w', 3)]

@@ -1398,12 +1398,25 @@ class Pool(Mpg.Pool):
             raise _start_method_not_implemented(method)
         if method != 'fork':
             _setup_spawn()
-            if initializer is not None:
-                raise NotImplementedError(
-                    'a Pool initializer needs the fork start method for now')
-            pool = GObject.new(_GIPool, processes=processes or 0,
-                               maxtasksperchild=maxtasksperchild or 0,
-                               start_method=_START_METHODS[method], **props)
+            if initializer is None:
+                return GObject.new(_GIPool, processes=processes or 0,
+                                   maxtasksperchild=maxtasksperchild or 0,
+                                   start_method=_START_METHODS[method], **props)
+            # The workers are other interpreters: they find the initializer
+            # by name and get its arguments as values (queues as handles
+            # and fds).
+            name = 'init:' + _task_name(initializer, 'a Pool initializer')
+            fds = Gio.UnixFDList.new()
+            _reduction.fd_list = fds
+            try:
+                args = _call_variant(tuple(initargs), {}, 'initargs').get_child_value(1).get_variant()
+            finally:
+                _reduction.fd_list = None
+            pool = _GIPool.new_full(processes or 0, None, None, args, maxtasksperchild or 0)
+            pool.props.start_method = _START_METHODS[method]
+            _GIPool.set_initializer_name(pool, name, fds)
+            for prop, value in props.items():
+                pool.set_property(prop.replace('_', '-'), value)
             return pool
         init = None
         if initializer is not None:
@@ -1739,7 +1752,8 @@ _spawned_tasks = {}
 
 def _spawn_dispatch(name, arg, fd_list, *data):
     # In a spawned worker: 'process:module:qualname' runs a Process target
-    # with its (args, kwargs); 'pool:module:qualname' a pool task.
+    # with its (args, kwargs), 'init:module:qualname' a pool's initializer
+    # likewise; 'pool:module:qualname' a pool task.
     kind, _, task = name.partition(':')
     try:
         func = _resolve_task(task)
