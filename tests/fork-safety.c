@@ -24,6 +24,18 @@
 #include <libmpg.h>
 
 G_MODULE_EXPORT GVariant *fork_safety_task (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *fork_safety_locking_task (GVariant *arg, gpointer user_data, GError **error);
+
+/* The positive control's lock: a thread holds it nearly all the time. */
+G_LOCK_DEFINE_STATIC (control);
+
+GVariant *
+fork_safety_locking_task (GVariant *arg, gpointer user_data, GError **error)
+{
+  G_LOCK (control);
+  G_UNLOCK (control);
+  return g_variant_new_int32 (g_variant_get_int32 (arg) * 2);
+}
 
 /* Works with containers, whose type information GLib keeps in a table
  * behind a lock: the kind of work a child deadlocks in when a busy thread
@@ -171,6 +183,82 @@ run_maps (MpgStartMethod method,
 
 static GDBusConnection *connection;
 
+static gpointer
+lock_holder_thread (gpointer data)
+{
+  while (!g_atomic_int_get (&stop))
+    {
+      G_LOCK (control);
+      g_usleep (20000);
+      G_UNLOCK (control);
+    }
+  return NULL;
+}
+
+/* Returns TRUE if a pool of @method running fork_safety_locking_task hung. */
+static gboolean
+locking_map_hangs (MpgStartMethod method)
+{
+  g_autoptr(GMainContext) context = g_main_context_new ();
+  g_autoptr(MpgPool) pool = g_object_new (MPG_TYPE_POOL, "processes", 1, "start-method", method, NULL);
+  MapState state = { g_main_loop_new (context, FALSE), NULL, NULL, FALSE };
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  GSource *deadline = g_timeout_source_new_seconds (3);
+  guint f;
+
+  g_main_context_push_thread_default (context);
+  f = mpg_pool_add_function (pool, fork_safety_locking_task, NULL, NULL);
+  g_source_set_callback (deadline, deadline_cb, state.loop, NULL);
+  g_source_attach (deadline, context);
+  mpg_pool_map_async (pool, f, g_variant_new_parsed ("[1]"), 1, cancellable, map_done, &state);
+  g_main_loop_run (state.loop);
+  g_source_destroy (deadline);
+  g_source_unref (deadline);
+  if (!state.done)
+    {
+      g_cancellable_cancel (cancellable);
+      while (!state.done)
+        g_main_context_iteration (context, TRUE);
+      mpg_pool_terminate (pool);
+      g_clear_error (&state.error);
+      g_main_loop_unref (state.loop);
+      g_main_context_pop_thread_default (context);
+      return TRUE;
+    }
+  g_assert_no_error (state.error);
+  g_clear_pointer (&state.result, g_variant_unref);
+  mpg_pool_terminate (pool);
+  g_main_loop_unref (state.loop);
+  g_main_context_pop_thread_default (context);
+  return FALSE;
+}
+
+static void
+test_positive_control (void)
+{
+  GThread *holder;
+  guint hangs = 0;
+  guint tries;
+
+  g_test_summary ("The detector works: with fork, a task that takes a lock another thread "
+                  "held at fork time hangs, and is counted; with spawn the same task does not");
+
+  g_atomic_int_set (&stop, 0);
+  holder = g_thread_new ("lock-holder", lock_holder_thread, NULL);
+  g_usleep (50000);
+
+  for (tries = 0; tries < 10 && hangs == 0; tries++)
+    hangs += locking_map_hangs (MPG_START_METHOD_FORK);
+  g_printerr ("# positive control: fork hung after %u tries\n", tries);
+  g_assert_cmpuint (hangs, ==, 1);
+
+  /* A spawned worker has its own copy of the lock, free. */
+  g_assert_false (locking_map_hangs (MPG_START_METHOD_SPAWN));
+
+  g_atomic_int_set (&stop, 1);
+  g_thread_join (holder);
+}
+
 static const char *names[] = { "default", "fork", "spawn", "forkserver" };
 
 static void
@@ -223,6 +311,7 @@ main (int    argc,
                                                        NULL, NULL, &error);
   g_assert_no_error (error);
 
+  g_test_add_func ("/Mpg/ForkSafety/positive-control", test_positive_control);
   g_test_add_data_func ("/Mpg/ForkSafety/spawn", GINT_TO_POINTER (MPG_START_METHOD_SPAWN),
                         test_start_method);
   g_test_add_data_func ("/Mpg/ForkSafety/forkserver", GINT_TO_POINTER (MPG_START_METHOD_FORKSERVER),
