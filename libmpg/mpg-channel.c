@@ -545,6 +545,7 @@ _mpg_channel_receive (int            fd,
   struct iovec iov;
   struct msghdr msg;
   struct cmsghdr *cmsg;
+  gboolean reset_seen = FALSE;
   gssize n;
 
   for (;;)
@@ -569,6 +570,14 @@ _mpg_channel_receive (int            fd,
         {
           if (!_mpg_channel_wait (fd, G_IO_IN, deadline, cancellable, error))
             return NULL;
+          continue;
+        }
+      if (errno == ECONNRESET && !reset_seen)
+        {
+          /* A peer that exited with messages of ours unread leaves this
+           * error pending, and it comes before the messages it sent:
+           * take those first. */
+          reset_seen = TRUE;
           continue;
         }
       if (errno == ECONNRESET)

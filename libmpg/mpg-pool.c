@@ -234,6 +234,7 @@ struct _MpgPool
   GPtrArray *workers;
   GQueue pending;             /* calls with chunks to dispatch */
   GPtrArray *calls;           /* every unfinished call */
+  GPtrArray *graveyard;       /* calls to free without the lock */
   guint64 last_serial;
   guint n_starting;
 
@@ -316,12 +317,16 @@ call_ref (Call *call)
   return call;
 }
 
-static void
-call_unref (Call *call)
+static gpointer
+release_pool_thread (gpointer data)
 {
-  if (!g_atomic_ref_count_dec (&call->ref_count))
-    return;
+  g_object_unref (data);
+  return NULL;
+}
 
+static void
+call_free (Call *call)
+{
   if (call->cancelled_id != 0)
     g_cancellable_disconnect (call->cancellable, call->cancelled_id);
   g_clear_object (&call->cancellable);
@@ -346,8 +351,49 @@ call_unref (Call *call)
   g_clear_error (&call->error);
   g_clear_pointer (&call->result, g_variant_unref);
   g_clear_pointer (&call->function, function_unref);
+  /* The pool's own thread must not drop the last reference to the pool:
+   * disposing of it joins that thread. */
+  if (call->pool != NULL && g_thread_self () == call->pool->thread)
+    g_thread_unref (g_thread_new ("mpg-pool-release", release_pool_thread,
+                                  g_steal_pointer (&call->pool)));
   g_clear_object (&call->pool);
   g_free (call);
+}
+
+static void
+call_unref (Call *call)
+{
+  if (g_atomic_ref_count_dec (&call->ref_count))
+    call_free (call);
+}
+
+/* With the pool's lock held: a call whose last reference goes is freed
+ * later, by flush_graveyard(), without the lock (freeing it disconnects
+ * from a cancellable, whose handler may be waiting for the lock, and may
+ * release the pool). */
+static void
+call_unref_locked (MpgPool *self,
+                   Call    *call)
+{
+  if (g_atomic_ref_count_dec (&call->ref_count))
+    g_ptr_array_add (self->graveyard, call);
+}
+
+static void
+flush_graveyard (MpgPool *self)
+{
+  g_autoptr(GPtrArray) dead = NULL;
+
+  g_mutex_lock (&self->mutex);
+  if (self->graveyard->len > 0)
+    {
+      dead = g_steal_pointer (&self->graveyard);
+      self->graveyard = g_ptr_array_new ();
+    }
+  g_mutex_unlock (&self->mutex);
+
+  for (guint i = 0; dead != NULL && i < dead->len; i++)
+    call_free (g_ptr_array_index (dead, i));
 }
 
 static gboolean
@@ -604,7 +650,7 @@ call_finish_locked (Call   *call,
   call->error = error;
   g_queue_remove (&pool->pending, call);
   if (g_ptr_array_remove (pool->calls, call))
-    call_unref (call);
+    call_unref_locked (pool, call);
 
   call_notify_locked (call);
 }
@@ -1054,7 +1100,7 @@ worker_lost_locked (MpgPool *self,
                                   g_error_new (MPG_ERROR, MPG_ERROR_WORKER_DIED,
                                                "Worker process %d %s while running a task",
                                                worker->pid, how));
-      call_unref (call);
+      call_unref_locked (self, call);
     }
 
   if (self->state == POOL_RUNNING && !worker->retiring)
@@ -1273,7 +1319,7 @@ worker_handle_message_locked (MpgPool  *self,
       call_item_done_locked (call, start + i, value, NULL);
     }
   call_chunk_done_locked (call);
-  call_unref (call);
+  call_unref_locked (self, call);
 
   /* A worker that did its share leaves by itself. */
   if (self->maxtasksperchild > 0 && worker->chunks_done >= self->maxtasksperchild)
@@ -1318,6 +1364,8 @@ worker_io_cb (int          fd,
 
   schedule_dispatch_locked (self);
   g_mutex_unlock (&self->mutex);
+
+  flush_graveyard (self);
 
   return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
@@ -1577,6 +1625,8 @@ dispatch_cb (gpointer data)
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->mutex);
 
+  flush_graveyard (self);
+
   return G_SOURCE_REMOVE;
 }
 
@@ -1657,6 +1707,7 @@ mpg_pool_dispose (GObject *object)
       g_main_loop_quit (self->loop);
       g_thread_join (g_steal_pointer (&self->thread));
     }
+  flush_graveyard (self);
 
   G_OBJECT_CLASS (mpg_pool_parent_class)->dispose (object);
 }
@@ -1675,6 +1726,7 @@ mpg_pool_finalize (GObject *object)
   g_clear_pointer (&self->context, g_main_context_unref);
   g_ptr_array_unref (self->workers);
   g_ptr_array_unref (self->calls);
+  g_ptr_array_unref (self->graveyard);
   g_queue_clear (&self->pending);
   g_ptr_array_unref (self->functions);
   g_clear_error (&self->broken);
@@ -1904,6 +1956,7 @@ mpg_pool_init (MpgPool *self)
   g_cond_init (&self->cond);
   self->workers = g_ptr_array_new_with_free_func (worker_free);
   self->calls = g_ptr_array_new ();
+  self->graveyard = g_ptr_array_new ();
   self->functions = g_ptr_array_new_with_free_func (function_unref_void);
   self->processes = MAX (1, mpg_cpu_count ());
 }
@@ -3032,6 +3085,8 @@ mpg_pool_terminate (MpgPool *self)
       g_source_attach (self->kill_source, self->context);
     }
   g_mutex_unlock (&self->mutex);
+
+  flush_graveyard (self);
 }
 
 /**

@@ -2633,7 +2633,56 @@ test_pool_cancel (void)
   value = map_ok (pool, square, int_items (10), 2);
   assert_squares (value, 10);
 
+  /* Let the cancelled chunks end before the last unref: dropping it while
+   * they run is /Mpg/Pool/cancel-then-unref's business. */
+  g_usleep (scaled (300) * 1000);
   g_clear_object (&pool);
+  remove_tmpdir (dir);
+}
+
+static void
+test_pool_cancel_then_unref (void)
+{
+  g_autofree char *dir = make_tmpdir ();
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GArray) pids = NULL;
+  MpgPool *pool = new_pool (2);
+  gint finalized;
+  Waiter waiter;
+  Call call;
+  guint id;
+
+  g_test_summary ("The last reference dropped while a cancelled call's chunks still run: the pool goes, and its workers");
+
+  watch_finalize (pool, &finalized);
+  id = add_function (pool, task_running, g_strdup (dir), g_free);
+  waiter_init (&waiter, NULL);
+  call_init (&call, &waiter, pool);
+  mpg_pool_map_async (pool, id, g_variant_new_parsed ("[500, 500, 500, 500]"), 1, cancellable,
+                      mapped_cb, &call);
+  g_assert_true (wait_for_file (dir, "running", WAIT_MS));
+  pids = mpg_pool_dup_worker_pids (pool);
+  g_cancellable_cancel (cancellable);
+  g_assert_true (waiter_run (&waiter, WAIT_MS));
+  g_assert_error (call.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  call_clear (&call);
+  waiter_clear (&waiter);
+
+  /* The running chunks still hold the pool: it goes when they end. */
+  g_object_unref (pool);
+  {
+    gint64 deadline = g_get_monotonic_time () + (gint64) scaled (3000) * 1000;
+
+    while (!g_atomic_int_get (&finalized) && g_get_monotonic_time () < deadline)
+      {
+        while (g_main_context_iteration (NULL, FALSE))
+          ;
+        g_usleep (2000);
+      }
+  }
+  g_assert_true (g_atomic_int_get (&finalized));
+  for (guint i = 0; i < pids->len; i++)
+    g_assert_true (wait_pid_gone (g_array_index (pids, gint, i), scaled (1000)));
   remove_tmpdir (dir);
 }
 
@@ -3127,6 +3176,20 @@ test_pool_threads (void)
   g_test_summary ("Calls from several threads at once; a blocking call blocks only its own thread");
 
   square = add_function (pool, task_square, NULL, NULL);
+  ta.function = add_function (pool, task_running, g_strdup (dir), g_free);
+
+  /* Fork both workers now, knowing both functions, while this process has
+   * one thread: a fork while other threads are busy in GLib can copy a
+   * lock one of them holds into the child, which then hangs (the fork
+   * start method's known hazard: tests/fork-safety measures it). */
+  {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GVariant) warm = mpg_pool_map (pool, square, g_variant_new_parsed ("[1, 2, 3, 4]"),
+                                             1, NULL, &error);
+
+    g_assert_no_error (error);
+  }
+
   for (guint i = 0; i < G_N_ELEMENTS (threads); i++)
     {
       work[i] = (ThreadWork) { pool, square, under_valgrind () ? 6 : 40, i + 1, NULL };
@@ -3142,7 +3205,6 @@ test_pool_threads (void)
 
   /* The main loop keeps running while another thread waits for a call. */
   ta.pool = pool;
-  ta.function = add_function (pool, task_running, g_strdup (dir), g_free);
   ta.arg = g_variant_new_int32 (300);
   ticker = g_timeout_add (10, tick, &ticks);
   thread = g_thread_new ("apply", apply_in_thread, &ta);
@@ -3455,6 +3517,7 @@ static const PoolTest tests[] = {
   { "/Mpg/Pool/join-timeout", test_pool_join_timeout },
   { "/Mpg/Pool/terminate", test_pool_terminate },
   { "/Mpg/Pool/cancel", test_pool_cancel },
+  { "/Mpg/Pool/cancel-then-unref", test_pool_cancel_then_unref },
   { "/Mpg/Pool/progress", test_pool_progress },
   { "/Mpg/Pool/worker-killed", test_pool_worker_killed },
   { "/Mpg/Pool/worker-crash", test_pool_worker_crash },
