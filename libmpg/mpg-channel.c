@@ -521,6 +521,24 @@ failed:
   return NULL;
 }
 
+/* One buffer per thread for incoming datagrams: the message is copied out
+ * of it, and allocating (and freeing) 64 KiB for each message costs more
+ * than small messages do. */
+static GPrivate receive_buffers = G_PRIVATE_INIT (g_free);
+
+static guint8 *
+receive_buffer (void)
+{
+  guint8 *buf = g_private_get (&receive_buffers);
+
+  if (buf == NULL)
+    {
+      buf = g_malloc (MPG_CHANNEL_INLINE_MAX + 1);
+      g_private_set (&receive_buffers, buf);
+    }
+  return buf;
+}
+
 /*
  * _mpg_channel_receive:
  *
@@ -535,7 +553,7 @@ _mpg_channel_receive (int            fd,
                       GUnixFDList  **out_fd_list,
                       GError       **error)
 {
-  g_autofree guint8 *buf = g_malloc (MPG_CHANNEL_INLINE_MAX + 1);
+  guint8 *buf = receive_buffer ();
   union {
     char buf[CMSG_SPACE (sizeof (int) * (MPG_CHANNEL_MAX_FDS + 1))];
     struct cmsghdr align;

@@ -1329,6 +1329,8 @@ worker_handle_message_locked (MpgPool  *self,
 }
 
 
+static gboolean dispatch_cb (gpointer data);
+
 static gboolean
 worker_io_cb (int          fd,
               GIOCondition condition,
@@ -1362,10 +1364,11 @@ worker_io_cb (int          fd,
         }
     }
 
-  schedule_dispatch_locked (self);
   g_mutex_unlock (&self->mutex);
 
-  flush_graveyard (self);
+  /* The worker that answered is idle: give it its next chunk now, not
+   * after another pass of the main loop. */
+  dispatch_cb (self);
 
   return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
