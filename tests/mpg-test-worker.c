@@ -42,6 +42,37 @@ print_partial (GVariant  *arg,
   return NULL;
 }
 
+/* The worker is not linked with -rdynamic: its tasks are found by name in
+ * this table, through a dispatcher of its own, when they run spawned or
+ * in a forkserver's child. */
+static const struct
+{
+  const char *name;
+  MpgTaskFunc func;
+} tasks[] = {
+  { "sleep_forever", sleep_forever },
+  { "sleep_then_print", sleep_then_print },
+  { "print_partial", print_partial },
+};
+
+static GVariant *
+dispatch (const char   *name,
+          GVariant     *arg,
+          GUnixFDList  *fd_list,
+          gpointer      user_data,
+          GError      **error)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (tasks); i++)
+    if (g_str_equal (name, tasks[i].name))
+      return tasks[i].func (arg, fd_list, error);
+
+  g_set_error (error, MPG_ERROR, MPG_ERROR_UNKNOWN_TASK, "No task '%s' in the worker", name);
+  return NULL;
+}
+
+/* The start method of the children: argv[2] (fork when absent). */
+static MpgStartMethod method = MPG_START_METHOD_FORK;
+
 static MpgProcess *
 start_or_die (MpgTaskFunc func,
               gboolean    daemon)
@@ -49,6 +80,10 @@ start_or_die (MpgTaskFunc func,
   g_autoptr(GError) error = NULL;
   MpgProcess *p = mpg_process_new (NULL, func, NULL, NULL);
 
+  mpg_process_set_start_method (p, method);
+  for (guint i = 0; i < G_N_ELEMENTS (tasks); i++)
+    if (tasks[i].func == func)
+      mpg_process_set_target_name (p, tasks[i].name);
   mpg_process_set_daemon (p, daemon);
   if (!mpg_process_start (p, &error))
     {
@@ -62,10 +97,27 @@ int
 main (int   argc,
       char *argv[])
 {
-  const char *mode = argc > 1 ? argv[1] : "";
+  const char *mode;
+  const char *method_name;
 
-  /* stdout carries the results; debug messages go to stderr. */
+  /* stdout carries the results; debug messages go to stderr, the spawned
+   * children's too. */
   g_log_writer_default_set_use_stderr (TRUE);
+
+  /* A spawned child, or the forkserver, is this program run again with the
+   * same arguments: it runs its task here and never returns. */
+  mpg_set_task_dispatcher (dispatch, NULL, NULL);
+  mpg_init (&argc, &argv);
+
+  mode = argc > 1 ? argv[1] : "";
+  method_name = argc > 2 ? argv[2] : "fork";
+  if (g_str_equal (method_name, "spawn"))
+    method = MPG_START_METHOD_SPAWN;
+  else if (g_str_equal (method_name, "forkserver"))
+    method = MPG_START_METHOD_FORKSERVER;
+  else if (!g_str_equal (method_name, "fork"))
+    mode = "";
+
 
   if (g_str_equal (mode, "parent-killed"))
     {
@@ -98,6 +150,6 @@ main (int   argc,
       return 0;
     }
 
-  fprintf (stderr, "usage: %s parent-killed|exit-handler|flush\n", argv[0]);
+  fprintf (stderr, "usage: %s parent-killed|exit-handler|flush [fork|spawn|forkserver]\n", argv[0]);
   return 2;
 }

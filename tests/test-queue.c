@@ -21,20 +21,87 @@
  * the whole run. */
 #define WAIT_MS 10000
 
+/* The start method of this run's children: MPG_TEST_START_METHOD (fork,
+ * spawn or forkserver; fork when unset), read in main(). Each method is a
+ * meson test of its own: test-queue, test-queue-spawn,
+ * test-queue-forkserver. */
+static MpgStartMethod method = MPG_START_METHOD_FORK;
+
 /* Helpers */
+
+/* Starts @func in a child with @queue and @args. Its argument is
+ * (queue handle, args): with fork the child has the queue object itself,
+ * as the target's user data, and the handle is unused; with spawn and
+ * forkserver the child is this program run again, which finds @func by
+ * name and rebuilds the queue from the handle and the fds it gets as user
+ * data. @fds may hold other fds for handles in @args (spawn and
+ * forkserver; a fork child has the fds themselves). */
+static MpgProcess *
+start_child_with_fds (MpgTaskFunc  func,
+                      MpgQueue    *queue,
+                      GVariant    *args,
+                      GUnixFDList *fds)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GUnixFDList) own_fds = fds != NULL ? g_object_ref (fds) : g_unix_fd_list_new ();
+  MpgProcess *p;
+
+  if (method == MPG_START_METHOD_FORK)
+    {
+      p = mpg_process_new (g_variant_new ("(@(hhh)mv)", g_variant_new ("(hhh)", -1, -1, -1), args),
+                           func, g_object_ref (queue), g_object_unref);
+    }
+  else
+    {
+      g_autoptr(GVariant) handle = mpg_queue_to_handle (queue, own_fds, &error);
+
+      g_assert_no_error (error);
+      p = mpg_process_new (g_variant_new ("(@(hhh)mv)", handle, args), func, NULL, NULL);
+      mpg_process_set_start_method (p, method);
+      mpg_process_set_fd_list (p, own_fds);
+    }
+
+  mpg_process_start (p, &error);
+  g_assert_no_error (error);
+
+  return p;
+}
 
 static MpgProcess *
 start_child (MpgTaskFunc  func,
              MpgQueue    *queue,
              GVariant    *args)
 {
-  g_autoptr(GError) error = NULL;
-  MpgProcess *p = mpg_process_new (args, func, g_object_ref (queue), g_object_unref);
+  return start_child_with_fds (func, queue, args, NULL);
+}
 
-  mpg_process_start (p, &error);
-  g_assert_no_error (error);
+/* In the child: its queue and its args (NULL for none) from what
+ * start_child() gave it. */
+static MpgQueue *
+child_queue (GVariant  *packed,
+             gpointer   user_data,
+             GVariant **args,
+             GError   **error)
+{
+  g_autoptr(GVariant) handle = NULL;
 
-  return p;
+  g_variant_get (packed, "(@(hhh)mv)", &handle, args);
+  if (MPG_IS_QUEUE (user_data))
+    return g_object_ref (user_data);   /* fork */
+
+  return mpg_queue_new_from_handle (handle, user_data, error);
+}
+
+/* In the child: the fd that @index of the args stands for, a copy to close. */
+static int
+child_fd (gpointer   user_data,
+          gint32     index,
+          GError   **error)
+{
+  if (MPG_IS_QUEUE (user_data))
+    return dup (index);   /* fork: the fd number itself, inherited */
+
+  return g_unix_fd_list_get (user_data, index, error);
 }
 
 static void
@@ -112,15 +179,32 @@ guard_expired (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-/* Child targets; the queue is the user data */
+/* Child targets: the queue comes from child_queue(). Exported (the
+ * program is linked with export_dynamic), so that a spawned or forkserver
+ * child, which is this program run again, finds them by name. */
 
-static GVariant *
-child_put_ints (GVariant  *arg,
+G_MODULE_EXPORT GVariant *child_put_ints (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_get_one (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_get_and_task_done (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_write_to_passed_fd (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_put_large (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_get_ints_in_order (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_put_then_signal (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_put_padded (GVariant *packed, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *child_put_padded_cancel_join (GVariant *packed, gpointer user_data, GError **error);
+
+
+GVariant *
+child_put_ints (GVariant  *packed,
                 gpointer   user_data,
                 GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
   gint32 producer, n, delay_ms;
+
+  if (q == NULL)
+    return NULL;
 
   g_variant_get (arg, "(iii)", &producer, &n, &delay_ms);
   if (delay_ms > 0)
@@ -132,12 +216,16 @@ child_put_ints (GVariant  *arg,
   return NULL;
 }
 
-static GVariant *
-child_get_one (GVariant  *arg,
+GVariant *
+child_get_one (GVariant  *packed,
                gpointer   user_data,
                GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
+
+  if (q == NULL)
+    return NULL;
 
   if (arg != NULL)
     g_usleep (g_variant_get_int32 (arg) * 1000);
@@ -145,13 +233,17 @@ child_get_one (GVariant  *arg,
   return mpg_queue_get (q, TRUE, WAIT_MS, NULL, error);
 }
 
-static GVariant *
-child_get_and_task_done (GVariant  *arg,
+GVariant *
+child_get_and_task_done (GVariant  *packed,
                          gpointer   user_data,
                          GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
   gint32 n = g_variant_get_int32 (arg);
+
+  if (q == NULL)
+    return NULL;
 
   for (gint32 i = 0; i < n; i++)
     {
@@ -167,17 +259,21 @@ child_get_and_task_done (GVariant  *arg,
   return NULL;
 }
 
-static GVariant *
-child_write_to_passed_fd (GVariant  *arg,
+GVariant *
+child_write_to_passed_fd (GVariant  *packed,
                           gpointer   user_data,
                           GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
   g_autoptr(GUnixFDList) fds = NULL;
   g_autoptr(GVariant) value = NULL;
   gint32 handle;
   int fd;
   const char *text;
+
+  if (q == NULL)
+    return NULL;
 
   value = mpg_queue_get_with_fds (q, TRUE, WAIT_MS, &fds, NULL, error);
   if (value == NULL)
@@ -205,13 +301,17 @@ large_byte (gsize i)
   return (guint8) ((i * 2654435761u) >> 13);
 }
 
-static GVariant *
-child_put_large (GVariant  *arg,
+GVariant *
+child_put_large (GVariant  *packed,
                  gpointer   user_data,
                  GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
   guint8 *data = g_malloc (LARGE_SIZE);
+
+  if (q == NULL)
+    return NULL;
 
   for (gsize i = 0; i < LARGE_SIZE; i++)
     data[i] = large_byte (i);
@@ -1246,13 +1346,17 @@ get_in_order (MpgQueue *q,
 
 /* Takes (ii) messages and checks that they come from producer 0, in
  * order; returns how many. */
-static GVariant *
-child_get_ints_in_order (GVariant  *arg,
+GVariant *
+child_get_ints_in_order (GVariant  *packed,
                          gpointer   user_data,
                          GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
   gint32 n = g_variant_get_int32 (arg);
+
+  if (q == NULL)
+    return NULL;
 
   for (gint32 i = 0; i < n; i++)
     {
@@ -1303,21 +1407,30 @@ test_queue_unbounded_never_blocks (void)
 }
 
 /* Puts (ii) messages of producer arg[0] without blocking, then writes a
- * byte to the fd arg[2] and returns at once. */
-static GVariant *
-child_put_then_signal (GVariant  *arg,
+ * byte to the fd of handle arg[2] and returns at once. */
+GVariant *
+child_put_then_signal (GVariant  *packed,
                        gpointer   user_data,
                        GError   **error)
 {
-  MpgQueue *q = user_data;
-  gint32 producer, n, fd;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
+  gint32 producer, n, index;
+  int fd;
 
-  g_variant_get (arg, "(iii)", &producer, &n, &fd);
+  if (q == NULL)
+    return NULL;
+
+  g_variant_get (arg, "(iih)", &producer, &n, &index);
   for (gint32 i = 0; i < n; i++)
     if (!mpg_queue_put (q, g_variant_new ("(ii)", producer, i), FALSE, 0, NULL, error))
       return NULL;
+  fd = child_fd (user_data, index, error);
+  if (fd < 0)
+    return NULL;
   if (write (fd, "x", 1) != 1)
     g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, "write failed");
+  close (fd);
 
   return NULL;
 }
@@ -1338,8 +1451,10 @@ test_queue_unbounded_producer_exits (void)
   g_autoptr(MpgQueue) q = new_queue (0, FALSE);
   g_autoptr(MpgProcess) p = NULL;
   g_autoptr(GError) error = NULL;
+  g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
   guint n = n_small (20000);
   int pipe_fds[2];
+  gint32 index;
 
   g_test_summary ("A child puts 20,000 messages nobody takes yet and returns: "
                   "its exit sends all it buffered, the parent gets them all in order");
@@ -1347,7 +1462,15 @@ test_queue_unbounded_producer_exits (void)
   g_assert_true (g_unix_open_pipe (pipe_fds, FD_CLOEXEC, &error));
   g_assert_no_error (error);
 
-  p = start_child (child_put_then_signal, q, g_variant_new ("(iii)", 0, (gint32) n, pipe_fds[1]));
+  /* The pipe's write end: its number for a fork child, sent with the
+   * queue's fds to the others. */
+  if (method == MPG_START_METHOD_FORK)
+    index = pipe_fds[1];
+  else
+    index = g_unix_fd_list_append (fds, pipe_fds[1], &error);
+  g_assert_no_error (error);
+  p = start_child_with_fds (child_put_then_signal, q,
+                            g_variant_new ("(iih)", 0, (gint32) n, index), fds);
   /* Every put returned while nobody was taking anything. */
   wait_for_byte (pipe_fds[0]);
 
@@ -1367,20 +1490,34 @@ test_queue_unbounded_producer_exits (void)
   close (pipe_fds[1]);
 }
 
+/* Puts (iis) messages of producer args[0] without blocking. */
 static GVariant *
-child_put_padded (GVariant  *arg,
-                  gpointer   user_data,
-                  GError   **error)
+put_padded (MpgQueue  *q,
+            GVariant  *args,
+            GError   **error)
 {
-  MpgQueue *q = user_data;
   gint32 producer, n;
 
-  g_variant_get (arg, "(ii)", &producer, &n);
+  g_variant_get (args, "(ii)", &producer, &n);
   for (gint32 i = 0; i < n; i++)
     if (!mpg_queue_put (q, padded (producer, i), FALSE, 0, NULL, error))
       return NULL;
 
   return NULL;
+}
+
+GVariant *
+child_put_padded (GVariant  *packed,
+                  gpointer   user_data,
+                  GError   **error)
+{
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
+
+  if (q == NULL)
+    return NULL;
+
+  return put_padded (q, arg, error);
 }
 
 static void
@@ -1509,15 +1646,19 @@ test_queue_join_thread (void)
   g_assert_no_error (error);
 }
 
-static GVariant *
-child_put_padded_cancel_join (GVariant  *arg,
+GVariant *
+child_put_padded_cancel_join (GVariant  *packed,
                               gpointer   user_data,
                               GError   **error)
 {
-  MpgQueue *q = user_data;
+  g_autoptr(GVariant) arg = NULL;
+  g_autoptr(MpgQueue) q = child_queue (packed, user_data, &arg, error);
+
+  if (q == NULL)
+    return NULL;
 
   mpg_queue_cancel_join_thread (q);
-  return child_put_padded (arg, user_data, error);
+  return put_padded (q, arg, error);
 }
 
 static void
@@ -1660,41 +1801,91 @@ test_queue_initable (void)
   g_assert_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE);
 }
 
+/* ALL: run under every start method; the others in the fork run only. */
+typedef enum
+{
+  ALL,
+  /* Starts no process: the same under every method. */
+  ONCE,
+  /* Its point is fork's: the child's copy of the parent's queue object. */
+  FORK_ONLY,
+} Methods;
+
+static const struct
+{
+  const char *name;
+  GTestFunc func;
+  Methods methods;
+} tests[] = {
+  { "round-trip", test_queue_round_trip, ONCE },
+  { "fifo", test_queue_fifo, ONCE },
+  { "get-empty", test_queue_get_empty, ONCE },
+  { "full", test_queue_full, ONCE },
+  { "blocked-put-released", test_queue_blocked_put_released, ALL },
+  { "blocked-get-released", test_queue_blocked_get_released, ALL },
+  { "sizes", test_queue_sizes, ONCE },
+  { "properties", test_queue_properties, ONCE },
+  { "close", test_queue_close, ONCE },
+  { "joinable", test_queue_joinable, ALL },
+  { "get-async", test_queue_get_async, ALL },
+  { "get-async-cancel", test_queue_get_async_cancel, ONCE },
+  { "watch", test_queue_watch, ALL },
+  { "watch-closed", test_queue_watch_closed, ONCE },
+  { "fds", test_queue_fds, ALL },
+  { "fds-same-process", test_queue_fds_same_process, ONCE },
+  { "large", test_queue_large, ALL },
+  { "processes", test_queue_processes, ALL },
+  { "handle", test_queue_handle, ONCE },
+  { "handle-invalid", test_queue_handle_invalid, ONCE },
+  { "cancel", test_queue_cancel, ONCE },
+  { "threads", test_queue_threads, ONCE },
+  { "initable", test_queue_initable, ONCE },
+  { "unbounded/never-blocks", test_queue_unbounded_never_blocks, ALL },
+  { "unbounded/producer-exits", test_queue_unbounded_producer_exits, ALL },
+  /* What a forked child does with the parent's buffer, which it inherits
+   * with the queue object: a spawned child has neither. */
+  { "unbounded/fork", test_queue_unbounded_fork, FORK_ONLY },
+  { "unbounded/buffered-checks", test_queue_unbounded_buffered_checks, ONCE },
+  { "join-thread", test_queue_join_thread, ONCE },
+  { "cancel-join-thread", test_queue_cancel_join_thread, ALL },
+};
+
 int
 main (int   argc,
       char *argv[])
 {
+  const char *env;
+  const char *method_name;
+
+  /* First: in a spawned or forkserver child this runs the task and never
+   * returns. */
+  mpg_init (&argc, &argv);
+
   g_test_init (&argc, &argv, NULL);
 
-  g_test_add_func ("/Mpg/Queue/round-trip", test_queue_round_trip);
-  g_test_add_func ("/Mpg/Queue/fifo", test_queue_fifo);
-  g_test_add_func ("/Mpg/Queue/get-empty", test_queue_get_empty);
-  g_test_add_func ("/Mpg/Queue/full", test_queue_full);
-  g_test_add_func ("/Mpg/Queue/blocked-put-released", test_queue_blocked_put_released);
-  g_test_add_func ("/Mpg/Queue/blocked-get-released", test_queue_blocked_get_released);
-  g_test_add_func ("/Mpg/Queue/sizes", test_queue_sizes);
-  g_test_add_func ("/Mpg/Queue/properties", test_queue_properties);
-  g_test_add_func ("/Mpg/Queue/close", test_queue_close);
-  g_test_add_func ("/Mpg/Queue/joinable", test_queue_joinable);
-  g_test_add_func ("/Mpg/Queue/get-async", test_queue_get_async);
-  g_test_add_func ("/Mpg/Queue/get-async-cancel", test_queue_get_async_cancel);
-  g_test_add_func ("/Mpg/Queue/watch", test_queue_watch);
-  g_test_add_func ("/Mpg/Queue/watch-closed", test_queue_watch_closed);
-  g_test_add_func ("/Mpg/Queue/fds", test_queue_fds);
-  g_test_add_func ("/Mpg/Queue/fds-same-process", test_queue_fds_same_process);
-  g_test_add_func ("/Mpg/Queue/large", test_queue_large);
-  g_test_add_func ("/Mpg/Queue/processes", test_queue_processes);
-  g_test_add_func ("/Mpg/Queue/handle", test_queue_handle);
-  g_test_add_func ("/Mpg/Queue/handle-invalid", test_queue_handle_invalid);
-  g_test_add_func ("/Mpg/Queue/cancel", test_queue_cancel);
-  g_test_add_func ("/Mpg/Queue/threads", test_queue_threads);
-  g_test_add_func ("/Mpg/Queue/initable", test_queue_initable);
-  g_test_add_func ("/Mpg/Queue/unbounded/never-blocks", test_queue_unbounded_never_blocks);
-  g_test_add_func ("/Mpg/Queue/unbounded/producer-exits", test_queue_unbounded_producer_exits);
-  g_test_add_func ("/Mpg/Queue/unbounded/fork", test_queue_unbounded_fork);
-  g_test_add_func ("/Mpg/Queue/unbounded/buffered-checks", test_queue_unbounded_buffered_checks);
-  g_test_add_func ("/Mpg/Queue/join-thread", test_queue_join_thread);
-  g_test_add_func ("/Mpg/Queue/cancel-join-thread", test_queue_cancel_join_thread);
+  env = g_getenv ("MPG_TEST_START_METHOD");
+  method_name = env != NULL ? env : "fork";
+  if (g_str_equal (method_name, "fork"))
+    method = MPG_START_METHOD_FORK;
+  else if (g_str_equal (method_name, "spawn"))
+    method = MPG_START_METHOD_SPAWN;
+  else if (g_str_equal (method_name, "forkserver"))
+    method = MPG_START_METHOD_FORKSERVER;
+  else
+    g_error ("MPG_TEST_START_METHOD: unknown start method '%s'", env);
+
+  for (guint i = 0; i < G_N_ELEMENTS (tests); i++)
+    {
+      g_autofree char *path = NULL;
+
+      if (method != MPG_START_METHOD_FORK && tests[i].methods != ALL)
+        continue;
+      if (method == MPG_START_METHOD_FORK)
+        path = g_strdup_printf ("/Mpg/Queue/%s", tests[i].name);
+      else
+        path = g_strdup_printf ("/Mpg/Queue/%s/%s", method_name, tests[i].name);
+      g_test_add_func (path, tests[i].func);
+    }
 
   return g_test_run ();
 }

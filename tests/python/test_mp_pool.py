@@ -47,14 +47,40 @@ def raise_mine(x):
     raise MyError('mine %d' % x)
 
 
+def set_test_value(value):
+    import builtins
+    builtins._mpg_test_value = value
+
+
+def get_test_value(_):
+    import builtins
+    return builtins._mpg_test_value
+
+
+# Representative tests run under every start method: those marked
+# with_methods, with the pool fixture (indirect) or the ctx fixture. Their
+# tasks are module-level functions, which a spawned or forkserver worker
+# (a new interpreter that imports this module by name) finds. The others
+# are fork's (lambdas, closures) or the same under every method; a
+# spawned worker costs a few hundred ms, so not every test is tripled.
+METHODS = ['fork', 'spawn', 'forkserver']
+with_methods = pytest.mark.parametrize('pool', METHODS, indirect=True)
+
+
 @pytest.fixture
-def pool():
-    p = Mpg.Pool(2)
+def pool(request):
+    p = Mpg.get_context(getattr(request, 'param', 'fork')).Pool(2)
     yield p
     p.terminate()
     p.join()
 
 
+@pytest.fixture(params=METHODS)
+def ctx(request):
+    return Mpg.get_context(request.param)
+
+
+# fork only, as the seed: from -c, which a spawned worker cannot import.
 def test_seed_pool_example():
     proc = subprocess.run([sys.executable, '-c', textwrap.dedent("""
         import gi
@@ -71,12 +97,14 @@ def test_seed_pool_example():
     assert (proc.stdout, proc.stderr, proc.returncode) == ('[1, 4, 9]\n', '', 0)
 
 
+@with_methods
 def test_apply(pool):
     assert pool.apply(sqr, (5,)) == 25
     assert pool.apply(sqr, (3,), {'wait': 0.01}) == 9
     assert pool.apply(os.getpid) != os.getpid()
 
 
+@with_methods
 def test_map(pool):
     assert pool.map(sqr, list(range(10))) == [x * x for x in range(10)]
     assert pool.map(sqr, range(100), chunksize=20) == [x * x for x in range(100)]
@@ -127,6 +155,7 @@ def test_apply_async(pool):
     assert res.ready() and res.successful()
 
 
+@with_methods
 def test_async_timeout(pool):
     res = pool.apply_async(sqr, (6, 1.0))
     start = time.monotonic()
@@ -175,6 +204,7 @@ def test_many_async_calls(pool):
     assert [r.get(T) for r in results] == [i * i for i in range(50)]
 
 
+@with_methods
 def test_imap(pool):
     it = pool.imap(sqr, range(10))
     assert list(it) == [i * i for i in range(10)]
@@ -212,6 +242,7 @@ def test_imap_raises_at_the_failing_item_and_goes_on(pool):
     assert list(it) == [4, 5]
 
 
+@with_methods
 def test_builtin_exception_is_raised_again_with_the_remote_traceback(pool):
     with pytest.raises(KeyError) as excinfo:
         pool.apply(raising)
@@ -243,6 +274,7 @@ def test_map_raises_the_first_failing_items_exception(pool):
     assert pool.map(sqr, [2]) == [4]
 
 
+@with_methods
 def test_non_builtin_exception_is_a_remote_error(pool):
     with pytest.raises(Mpg.RemoteError) as excinfo:
         pool.map(raise_mine, [1])
@@ -266,19 +298,16 @@ def test_unsendable_argument_is_a_type_error_before_sending(pool):
     assert pool.props.tasks_submitted == 0
 
 
-def test_initializer(pool):
+def test_initializer(ctx):
     import builtins
 
-    def init(value):
-        builtins._mpg_test_value = value
-
-    with Mpg.Pool(2, initializer=init, initargs=('set',)) as p:
-        assert p.map(lambda _: builtins._mpg_test_value, range(4)) == ['set'] * 4
+    with ctx.Pool(2, initializer=set_test_value, initargs=('set',)) as p:
+        assert p.map(get_test_value, range(4)) == ['set'] * 4
     assert not hasattr(builtins, '_mpg_test_value')
 
 
-def test_maxtasksperchild():
-    with Mpg.Pool(1, maxtasksperchild=1) as p:
+def test_maxtasksperchild(ctx):
+    with ctx.Pool(1, maxtasksperchild=1) as p:
         pids = {p.apply(os.getpid) for _ in range(3)}
     assert len(pids) == 3
 
@@ -310,8 +339,8 @@ def test_close_and_join():
     assert res.get(T) == [1, 4, 9]
 
 
-def test_terminate_fails_pending_calls():
-    p = Mpg.Pool(1)
+def test_terminate_fails_pending_calls(ctx):
+    p = ctx.Pool(1)
     res = p.apply_async(time.sleep, (30,))
     time.sleep(0.2)
     start = time.monotonic()
@@ -332,6 +361,8 @@ def test_context_manager_terminates():
         p.apply(sqr, (1,))
 
 
+# fork only: task_timeout is Mpg.Pool's own, which a context's Pool()
+# does not take.
 def test_task_timeout_is_a_timeout_error():
     with Mpg.Pool(1, task_timeout=200) as p:
         with pytest.raises(multiprocessing.TimeoutError):

@@ -24,6 +24,43 @@ pytestmark = pytest.mark.usefixtures('no_glib_criticals')
 
 T = CHILD_TIMEOUT_S
 
+# The tests that start processes run under every start method (the ctx
+# fixture) unless their point is fork's: lambdas, closures, inherited
+# objects. A spawned or forkserver child is a new interpreter that imports
+# this module by name (pytest puts the tests directory on sys.path): its
+# targets are the module-level functions below.
+METHODS = ['fork', 'spawn', 'forkserver']
+
+
+@pytest.fixture(params=METHODS)
+def ctx(request):
+    return Mpg.get_context(request.param)
+
+
+def noop():
+    pass
+
+
+def put_value(q, value):
+    q.put(value)
+
+
+def report_call(q, a, b, *, c):
+    q.put((a, b, c, Mpg.current_process().name, os.getpid()))
+
+
+def try_to_start_a_child(q):
+    try:
+        Mpg.Process(target=noop).start()
+        q.put('started')
+    except AssertionError as e:
+        q.put('AssertionError: ' + str(e))
+
+
+def report_parent(q):
+    parent = Mpg.parent_process()
+    q.put((Mpg.current_process().name, parent.name, parent.pid))
+
 
 def run_python(code):
     """Runs code in a new interpreter (whose stdout is a pipe) and returns
@@ -33,6 +70,7 @@ def run_python(code):
     return proc.stdout, proc.stderr, proc.returncode
 
 
+# fork only, as the seed: from -c, which a spawned child cannot import.
 def test_seed_hello_bob():
     out, err, status = run_python("""
         import gi
@@ -50,13 +88,9 @@ def test_seed_hello_bob():
     assert (out, err, status) == ('hello bob\n', '', 0)
 
 
-def test_target_args_kwargs_and_exitcode():
-    q = Mpg.Queue()
-
-    def target(a, b, *, c):
-        q.put((a, b, c, Mpg.current_process().name, os.getpid()))
-
-    p = Mpg.Process(target=target, args=(1, [2]), kwargs={'c': {'x': None}}, name='worker')
+def test_target_args_kwargs_and_exitcode(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=report_call, args=(q, 1, [2]), kwargs={'c': {'x': None}}, name='worker')
     assert p.pid is None and p.exitcode is None and not p.is_alive()
     assert p.name == 'worker' and p.ident is None
     p.start()
@@ -68,6 +102,8 @@ def test_target_args_kwargs_and_exitcode():
     assert 'stopped exitcode=0' in repr(p)
 
 
+# fork only: the point is fork's (inherited, unsendable arguments); spawn
+# refuses them (test_mp_spawn).
 def test_args_are_inherited_not_converted():
     # With fork, the target's arguments need not be sendable values.
     r, w = os.pipe()
@@ -86,6 +122,7 @@ def test_args_are_inherited_not_converted():
     os.close(r)
 
 
+# fork only: a lambda.
 def test_lambda_target():
     q = Mpg.SimpleQueue()
     p = Mpg.Process(target=lambda: q.put('from a lambda'))
@@ -104,6 +141,7 @@ class Squarer(Mpg.Process):
         self.q.put(self.n * self.n)
 
 
+# fork only: a subclass's run() is inherited code, not a name.
 def test_subclass_overriding_run():
     q = Mpg.Queue()
     p = Squarer(7, q)
@@ -126,6 +164,7 @@ def test_run_calls_the_target_in_this_process():
     assert seen == [os.getpid()]
 
 
+# fork only: the code runs from -c, which a spawned child cannot import.
 def test_exception_in_target_exits_with_1_and_prints_the_traceback():
     out, err, status = run_python("""
         import gi
@@ -148,16 +187,19 @@ def test_exception_in_target_exits_with_1_and_prints_the_traceback():
     assert 'line 7, in f' in err and 'ValueError: boom' in err
 
 
-@pytest.mark.parametrize('code, exitcode', [(None, 0), (0, 0), (3, 3), ('bye', 1)])
-def test_sys_exit_in_target(code, exitcode):
-    p = Mpg.Process(target=sys.exit, args=(code,))
-    p.start()
-    p.join(T)
-    assert p.exitcode == exitcode
+def test_sys_exit_in_target(ctx):
+    # Started together: a spawned interpreter takes a while.
+    cases = [(None, 0), (3, 3), ('bye', 1)]
+    ps = [ctx.Process(target=sys.exit, args=(code,)) for code, _ in cases]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(T)
+    assert [p.exitcode for p in ps] == [exitcode for _, exitcode in cases]
 
 
-def test_join_timeout_returns_none_and_is_in_seconds():
-    p = Mpg.Process(target=time.sleep, args=(30,))
+def test_join_timeout_returns_none_and_is_in_seconds(ctx):
+    p = ctx.Process(target=time.sleep, args=(30,))
     p.start()
     start = time.monotonic()
     assert p.join(0.2) is None
@@ -168,8 +210,8 @@ def test_join_timeout_returns_none_and_is_in_seconds():
     assert p.exitcode == -signal.SIGTERM
 
 
-def test_kill():
-    p = Mpg.Process(target=time.sleep, args=(30,))
+def test_kill(ctx):
+    p = ctx.Process(target=time.sleep, args=(30,))
     p.start()
     p.kill()
     p.join(T)
@@ -177,8 +219,10 @@ def test_kill():
     assert not p.is_alive()
 
 
+# Not per method (a spawned child costs a few hundred ms): the state
+# checks are the parent's.
 def test_start_twice_and_join_before_start():
-    p = Mpg.Process(target=lambda: None)
+    p = Mpg.Process(target=noop)
     with pytest.raises(AssertionError):
         p.join()
     p.start()
@@ -200,7 +244,7 @@ def test_close():
 
 
 def test_daemon_attribute():
-    p = Mpg.Process(target=lambda: None, daemon=True)
+    p = Mpg.Process(target=noop, daemon=True)
     assert p.daemon
     p.daemon = False
     assert not p.daemon
@@ -210,37 +254,25 @@ def test_daemon_attribute():
     p.join(T)
 
 
-def test_daemonic_processes_cannot_have_children():
-    q = Mpg.Queue()
-
-    def target():
-        try:
-            Mpg.Process(target=lambda: None).start()
-            q.put('started')
-        except AssertionError as e:
-            q.put('AssertionError: ' + str(e))
-
-    p = Mpg.Process(target=target, daemon=True)
+def test_daemonic_processes_cannot_have_children(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=try_to_start_a_child, args=(q,), daemon=True)
     p.start()
     assert q.get(timeout=T).startswith('AssertionError')
     p.join(T)
 
 
-def test_current_parent_and_active_children():
+def test_current_parent_and_active_children(ctx):
     assert Mpg.current_process().name == 'MainProcess'
     assert Mpg.parent_process() is None
-    q = Mpg.Queue()
-
-    def target():
-        parent = Mpg.parent_process()
-        q.put((Mpg.current_process().name, parent.name, parent.pid))
-
-    p = Mpg.Process(target=target, name='child')
+    q = ctx.Queue()
+    p = ctx.Process(target=report_parent, args=(q,), name='child')
     p.start()
+    # With forkserver too: the parent is the requester, not the server.
     assert q.get(timeout=T) == ('child', 'MainProcess', os.getpid())
     p.join(T)
     assert p not in Mpg.active_children()
-    s = Mpg.Process(target=time.sleep, args=(30,))
+    s = ctx.Process(target=time.sleep, args=(30,))
     s.start()
     assert s in Mpg.active_children()
     s.terminate()
@@ -259,8 +291,8 @@ def test_sentinel():
     p.join(T)
 
 
-def test_process_without_target():
-    p = Mpg.Process()
+def test_process_without_target(ctx):
+    p = ctx.Process()
     p.start()
     p.join(T)
     assert p.exitcode == 0
@@ -287,10 +319,9 @@ def test_start_methods():
     assert Mpg.get_start_method(allow_none=True) is None
 
 
-def test_context_objects_work():
-    ctx = Mpg.get_context('fork')
+def test_context_objects_work(ctx):
     q = ctx.Queue()
-    p = ctx.Process(target=q.put, args=(ctx.cpu_count(),))
+    p = ctx.Process(target=put_value, args=(q, ctx.cpu_count()))
     p.start()
     assert q.get(timeout=T) == Mpg.cpu_count()
     p.join(T)
@@ -301,6 +332,7 @@ def test_context_objects_work():
         assert pool.apply(abs, (-3,)) == 3
 
 
+# fork only: a lambda.
 def test_glib_layer_still_works_on_the_same_class():
     p = Mpg.Process.new(GLib.Variant('(i)', (4,)), lambda args: GLib.Variant('i', args[0] ** 2))
     assert p.start()
@@ -309,6 +341,7 @@ def test_glib_layer_still_works_on_the_same_class():
     assert p.exitcode == 0 and p.pid > 0
 
 
+# Waits, not starts: fork only, each case in an interpreter of its own.
 @pytest.mark.parametrize('wait', [
     'Mpg.Queue().get()',
     'p = Mpg.Process(target=time.sleep, args=(30,)); p.start(); p.join()',

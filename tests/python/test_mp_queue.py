@@ -24,13 +24,66 @@ pytestmark = pytest.mark.usefixtures('no_glib_criticals')
 
 T = CHILD_TIMEOUT_S
 
+# The tests that start processes run under every start method (the ctx
+# fixture) unless their point is fork's. A spawned or forkserver child is a
+# new interpreter that imports this module by name: its targets are the
+# module-level functions below, and its queues travel as handles and fds.
+METHODS = ['fork', 'spawn', 'forkserver']
 
-def start(target, *args):
-    p = Mpg.Process(target=target, args=args)
+
+@pytest.fixture(params=METHODS)
+def ctx(request):
+    return Mpg.get_context(request.param)
+
+
+def start(target, *args, ctx=Mpg):
+    p = ctx.Process(target=target, args=args)
     p.start()
     return p
 
 
+def put_all(q, values):
+    for v in values:
+        q.put(v)
+
+
+def sleep_then_get(q):
+    time.sleep(0.2)
+    q.get()
+
+
+def put_numbered(q, i, n):
+    for k in range(n):
+        q.put((i, k))
+
+
+def put_value(q, value):
+    q.put(value)
+
+
+def double_until_none(q, results):
+    while True:
+        item = q.get()
+        if item is None:
+            q.task_done()
+            break
+        results.put(item * 2)
+        q.task_done()
+
+
+def echo(conn, other):
+    # A forked child inherited both ends: as with multiprocessing's fork,
+    # it must close the one it does not use to see the end of stream.
+    if other is not None:
+        other.close()
+    while True:
+        try:
+            conn.send(conn.recv())
+        except EOFError:
+            break
+
+
+# fork only, as the seed: from -c, which a spawned child cannot import.
 def test_seed_queue_example():
     proc = subprocess.run([sys.executable, '-c', textwrap.dedent("""
         import gi
@@ -50,10 +103,10 @@ def test_seed_queue_example():
     assert (proc.stdout, proc.stderr, proc.returncode) == ("[42, None, 'hello']\n", '', 0)
 
 
-def test_put_get_between_processes_in_order():
-    q = Mpg.Queue()
+def test_put_get_between_processes_in_order(ctx):
+    q = ctx.Queue()
     values = [None, 1, 'two', (3,), [4.0], {'five': b'5'}, True]
-    p = start(lambda: [q.put(v) for v in values])
+    p = start(put_all, q, values, ctx=ctx)
     assert [q.get(timeout=T) for _ in values] == values
     p.join(T)
 
@@ -84,10 +137,10 @@ def test_bounded_queue_raises_full():
     assert q.get() == 1 and q.get() == 2 and q.empty()
 
 
-def test_blocked_put_resumes_when_a_consumer_gets():
-    q = Mpg.Queue(1)
+def test_blocked_put_resumes_when_a_consumer_gets(ctx):
+    q = ctx.Queue(1)
     q.put('first')
-    p = start(lambda: (time.sleep(0.2), q.get()))
+    p = start(sleep_then_get, q, ctx=ctx)
     q.put('second', timeout=T)
     p.join(T)
     assert q.get(timeout=T) == 'second'
@@ -102,9 +155,9 @@ def test_unsendable_value_raises_type_error_and_sends_nothing():
         q.get_nowait()
 
 
-def test_several_producers():
-    q = Mpg.Queue()
-    ps = [start(lambda i=i: [q.put((i, n)) for n in range(50)]) for i in range(3)]
+def test_several_producers(ctx):
+    q = ctx.Queue()
+    ps = [start(put_numbered, q, i, 50, ctx=ctx) for i in range(3)]
     got = [q.get(timeout=T) for _ in range(150)]
     for p in ps:
         p.join(T)
@@ -120,29 +173,19 @@ def test_close_then_put_is_value_error():
     q.join_thread()
 
 
-def test_simple_queue():
-    q = Mpg.SimpleQueue()
+def test_simple_queue(ctx):
+    q = ctx.SimpleQueue()
     assert q.empty()
-    p = start(q.put, {'a': (1, 2)})
+    p = start(put_value, q, {'a': (1, 2)}, ctx=ctx)
     assert q.get() == {'a': (1, 2)}
     p.join(T)
     q.close()
 
 
-def test_joinable_queue():
-    q = Mpg.JoinableQueue()
-    results = Mpg.Queue()
-
-    def worker():
-        while True:
-            item = q.get()
-            if item is None:
-                q.task_done()
-                break
-            results.put(item * 2)
-            q.task_done()
-
-    p = start(worker)
+def test_joinable_queue(ctx):
+    q = ctx.JoinableQueue()
+    results = ctx.Queue()
+    p = start(double_until_none, q, results, ctx=ctx)
     for i in range(5):
         q.put(i)
     q.put(None)
@@ -161,20 +204,17 @@ def test_glib_layer_queue_still_works():
 
 # -- pipes
 
-def test_pipe_duplex():
-    a, b = Mpg.Pipe()
-
-    def echo(conn, other):
-        # The child inherited both ends: as with multiprocessing's fork,
-        # it must close the one it does not use to see the end of stream.
-        other.close()
-        while True:
-            try:
-                conn.send(conn.recv())
-            except EOFError:
-                break
-
-    p = start(echo, b, a)
+@pytest.mark.parametrize('method', [
+    'fork',
+    # A Connection cannot be a spawned child's argument yet: /tmp/params/BUGS.md, bug 2.
+    pytest.param('spawn', marks=pytest.mark.skip(reason='Connection not sendable to spawn (bug 2)')),
+    pytest.param('forkserver', marks=pytest.mark.skip(reason='Connection not sendable to forkserver (bug 2)')),
+])
+def test_pipe_duplex(method):
+    ctx = Mpg.get_context(method)
+    a, b = ctx.Pipe()
+    # Only a forked child has the other end too.
+    p = start(echo, b, a if method == 'fork' else None, ctx=ctx)
     b.close()
     for value in [1, 'two', [3, None], (4,), {'5': b'5'}]:
         a.send(value)
