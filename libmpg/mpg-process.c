@@ -1171,7 +1171,7 @@ child_main (gpointer data)
   _exit (exitcode);
 }
 
-#define SPAWN_BOOTSTRAP_TYPE "(ssbmvi)"
+#define SPAWN_BOOTSTRAP_TYPE "(ssbmvis)"
 
 /* Starts the child with the spawn start method: a new program, told over
  * a socket what to run (task name, process name, daemon flag, args and
@@ -1206,7 +1206,7 @@ spawn_child (MpgProcess     *self,
       GVariant *bootstrap = g_variant_new (SPAWN_BOOTSTRAP_TYPE,
                                            priv->target_name != NULL ? priv->target_name : "",
                                            priv->name, priv->daemon, priv->args,
-                                           (gint32) getpid ());
+                                           (gint32) getpid (), priv->identity);
 
       /* The child reads it at once; a child that died first is seen by
        * join(), as any other failure of the child. */
@@ -1241,6 +1241,10 @@ typedef struct
   GUnixFDList *fd_list;
 } SpawnedTask;
 
+static void _mpg_process_enter_worker_with_identity (const char *name,
+                                                     gboolean    daemon,
+                                                     const char *identity);
+
 static GVariant *
 spawned_target (GVariant  *args,
                 gpointer   user_data,
@@ -1267,6 +1271,7 @@ _mpg_process_spawned_main (void)
   gboolean daemon;
   GVariant *args;
   gint32 parent_pid;
+  const char *identity;
   MpgProcess *self;
   MpgProcessPrivate *priv;
   MpgProcessPrivate *ppriv;
@@ -1282,10 +1287,11 @@ _mpg_process_spawned_main (void)
     }
 
   task = g_new0 (SpawnedTask, 1);
-  g_variant_get (bootstrap, "(s&sbmvi)", &task->name, &name, &daemon, &args, &parent_pid);
+  g_variant_get (bootstrap, "(s&sbmvi&s)", &task->name, &name, &daemon, &args, &parent_pid,
+                 &identity);
   task->fd_list = fd_list;
 
-  _mpg_process_enter_worker (name, daemon);
+  _mpg_process_enter_worker_with_identity (name, daemon, identity);
   self = current_process;
   priv = mpg_process_get_instance_private (self);
 
@@ -2199,9 +2205,10 @@ exit_function (void)
  * and mpg_active_children() describe this process, as in a child of
  * mpg_process_start(). The worker leaves through _mpg_process_exit_worker().
  */
-void
-_mpg_process_enter_worker (const char *name,
-                           gboolean    daemon)
+static void
+_mpg_process_enter_worker_with_identity (const char *name,
+                                         gboolean    daemon,
+                                         const char *identity)
 {
   MpgProcess *self;
   MpgProcessPrivate *priv;
@@ -2213,7 +2220,21 @@ _mpg_process_enter_worker (const char *name,
   g_free (priv->name);
   priv->name = g_strdup (name);
   priv->daemon = daemon;
+  /* A spawned child continues its parent's numbering, as multiprocessing's
+   * do: its own children are "Process-<identity>:N". */
+  if (identity != NULL && identity[0] != '\0')
+    {
+      g_free (priv->identity);
+      priv->identity = g_strdup (identity);
+    }
   enter_child (self);
+}
+
+void
+_mpg_process_enter_worker (const char *name,
+                           gboolean    daemon)
+{
+  _mpg_process_enter_worker_with_identity (name, daemon, NULL);
 }
 
 /*

@@ -1042,12 +1042,8 @@ test_process_nested (void)
   g_assert_no_error (error);
   g_variant_get (result, "(&s&si)", &name, &greeting, &code);
   expected = g_strdup_printf ("%s:1", mpg_process_get_name (p));
-  /* Spawned and forkserver children do not get their identity: their
-   * children are Process-1:N (/tmp/params/BUGS.md, bug 1). */
-  if (method == MPG_START_METHOD_FORK)
-    g_assert_cmpstr (name, ==, expected);
-  else
-    g_assert_true (g_str_has_suffix (name, ":1"));
+  /* Spawned and forkserver children are told their identity, too. */
+  g_assert_cmpstr (name, ==, expected);
   g_assert_cmpstr (greeting, ==, "hello grandchild");
   g_assert_cmpint (code, ==, 0);
 

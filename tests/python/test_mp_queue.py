@@ -206,9 +206,8 @@ def test_glib_layer_queue_still_works():
 
 @pytest.mark.parametrize('method', [
     'fork',
-    # A Connection cannot be a spawned child's argument yet: /tmp/params/BUGS.md, bug 2.
-    pytest.param('spawn', marks=pytest.mark.skip(reason='Connection not sendable to spawn (bug 2)')),
-    pytest.param('forkserver', marks=pytest.mark.skip(reason='Connection not sendable to forkserver (bug 2)')),
+    'spawn',
+    'forkserver',
 ])
 def test_pipe_duplex(method):
     ctx = Mpg.get_context(method)

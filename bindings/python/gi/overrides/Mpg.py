@@ -295,6 +295,8 @@ def _encode(value, where, depth):
         return value
     if isinstance(value, _GIQueue):
         return _reduce_queue(value, where)
+    if isinstance(value, Mpg.Connection):
+        return _reduce_connection(value, where)
     depth += 1
     if depth > _MAX_DEPTH:
         raise _cannot_send(value, where, 'values nest %d levels at most' % _MAX_DEPTH)
@@ -370,6 +372,8 @@ def _decode_tagged(variant):
         return from_variant(payload)
     if tag == _TAG_PREFIX + 'queue':
         return _rebuild_queue(payload)
+    if tag == _TAG_PREFIX + 'connection':
+        return _rebuild_connection(payload)
     return (tag, from_variant(payload))
 
 
@@ -1734,6 +1738,21 @@ def _rebuild_queue(handle):
     queue = _GIQueue.new_from_handle(handle, fds)
     queue._mpg_mp = True
     return queue
+
+
+def _reduce_connection(connection, where):
+    fds = getattr(_reduction, 'fd_list', None)
+    if fds is None:
+        raise _cannot_send(connection, where, 'a connection can be sent only as an argument '
+                           'of a Process, where it travels as a handle and its fd')
+    return _tagged('connection', Mpg.Connection.to_handle(connection, fds))
+
+
+def _rebuild_connection(handle):
+    fds = getattr(_reduction, 'fd_source', None)
+    connection = Mpg.Connection.new_from_handle(handle, fds)
+    connection._mpg_mp = True
+    return connection
 
 
 def _resolve_task(name):
