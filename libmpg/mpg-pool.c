@@ -496,6 +496,7 @@ call_build_result (Call *call)
 {
   const GVariantType *type = NULL;
   g_autofree GVariant **children = NULL;
+  gboolean mixed = FALSE;
   GVariant *result;
 
   if (call->kind == CALL_APPLY)
@@ -514,12 +515,11 @@ call_build_result (Call *call)
       children[i] = call_dup_result (call, i);
       if (type == NULL)
         type = g_variant_get_type (children[i]);
-      else if (type != G_VARIANT_TYPE_VARIANT &&
-               !g_variant_type_equal (type, g_variant_get_type (children[i])))
-        type = G_VARIANT_TYPE_VARIANT;
+      else if (!mixed && !g_variant_type_equal (type, g_variant_get_type (children[i])))
+        mixed = TRUE;
     }
 
-  if (type == G_VARIANT_TYPE_VARIANT)
+  if (mixed)
     {
       for (guint i = 0; i < call->n_items; i++)
         {
@@ -528,9 +528,8 @@ call_build_result (Call *call)
           g_variant_unref (children[i]);
           children[i] = box;
         }
+      type = G_VARIANT_TYPE_VARIANT;
     }
-  else
-    type = g_variant_get_type (children[0]);
 
   result = g_variant_ref_sink (g_variant_new_array (type, children, call->n_items));
   for (guint i = 0; i < call->n_items; i++)

@@ -152,7 +152,7 @@ _mpg_wire_decode (const guint8  *data,
 
   /* Check the magic as soon as its first byte is there, so that a stream of
    * garbage is refused at once rather than waited on. */
-  if (memcmp (data, MPG_WIRE_MAGIC, MIN (len, 4)) != 0)
+  if (len > 0 && memcmp (data, MPG_WIRE_MAGIC, MIN (len, 4)) != 0)
     {
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
                            "Not a libmpg message (bad magic)");
@@ -286,7 +286,9 @@ _mpg_wire_error_from_variant (GVariant *variant)
   if (domain_name_is_valid (domain))
     {
       quark = g_quark_try_string (domain);
-      if (quark == 0 && g_atomic_int_add (&n_remote_domains, 1) < MAX_REMOTE_DOMAINS)
+      /* Counted only while under the cap, so that the count cannot wrap. */
+      if (quark == 0 && g_atomic_int_get (&n_remote_domains) < MAX_REMOTE_DOMAINS &&
+          g_atomic_int_add (&n_remote_domains, 1) < MAX_REMOTE_DOMAINS)
         quark = g_quark_from_string (domain);
     }
 
