@@ -211,9 +211,13 @@ export function fromGError(e) {
         if (e.code === JSErrorCode.VALUE) {
             error = new Error(text);
         } else {
+            // `<name>: <message>`, perhaps after prefixes that libmpg added
+            // (`Pool initializer failed: `), which stay in the message.
             const colon = text.indexOf(': ');
-            const name = colon > 0 ? text.slice(0, colon) : 'Error';
-            const message = colon > 0 ? text.slice(colon + 2) : text;
+            const match = /^((?:[^:]*\s[^:]*: )*)([^\s:]+): ([^]*)$/.exec(text) ??
+                (colon > 0 ? [null, '', text.slice(0, colon), text.slice(colon + 2)] : null);
+            const name = match ? match[2] : 'Error';
+            const message = match ? match[1] + match[3] : text;
             const Class = Object.hasOwn(BUILTIN_ERRORS, name) ? BUILTIN_ERRORS[name] : Error;
             error = new Class(message);
             if (error.name !== name)
@@ -318,7 +322,7 @@ function describe(value) {
 
 const SENDABLE = 'numbers, strings, booleans, null, undefined, bigints (64-bit), arrays, ' +
     'objects with string keys, Uint8Array, GLib.Variant, and Queue and Connection ' +
-    'objects in Process arguments';
+    'objects in Process arguments and Pool initargs';
 
 function cannotSend(value, where, why) {
     return new TypeError(`cannot send ${describe(value)} at ${where} to another process: ` +
@@ -459,8 +463,9 @@ function encode(value, where, depth, fds) {
     if (value instanceof Queue || value instanceof Connection) {
         if (!fds) {
             throw cannotSend(value, where,
-                'queues and connections can be sent as arguments of a Process, through ' +
-                'a Queue, or through a Connection, not to a Pool');
+                'queues and connections can be sent as arguments of a Process, in a ' +
+                'Pool\'s initargs, through a Queue, or through a Connection, not as ' +
+                'arguments of a Pool\'s tasks');
         }
         const kind = value instanceof Queue ? 'queue' : 'connection';
         return tagged(kind, call(() => value.gobject.to_handle(fds)));
@@ -1146,15 +1151,39 @@ export function Pipe(duplex = true) {
 export class Pool {
     /**
      * @param {number} [processes] the number of workers (default: CPUs)
-     * @param {object} [options] maxtasksperchild, taskTimeout (ms),
+     * @param {object} [options] initializer (a task each worker runs when
+     *   it starts: initializer(...initargs)), initargs (an array, which may
+     *   hold Queues and Connections), maxtasksperchild, taskTimeout (ms),
      *   retries
      */
-    constructor(processes = 0, {maxtasksperchild = 0, taskTimeout, retries} = {}) {
-        this.gobject = new Mpg.Pool({
-            processes: processes || 0,
-            start_method: SPAWN,
-            maxtasksperchild,
-        });
+    constructor(processes = 0, {
+        initializer, initargs = [], maxtasksperchild = 0, taskTimeout, retries,
+    } = {}) {
+        if (initializer === undefined || initializer === null) {
+            this.gobject = new Mpg.Pool({
+                processes: processes || 0,
+                start_method: SPAWN,
+                maxtasksperchild,
+            });
+        } else {
+            if (!Array.isArray(initargs))
+                throw new TypeError('a Pool\'s initargs must be an array');
+            // Named before anything is made: a bad initializer throws here.
+            const name = `...${taskName(initializer)}`;
+            // The pool keeps these fds for every worker it starts, including
+            // the ones that replace others: they are not closed here.
+            const fds = new Gio.UnixFDList();
+            const variant = encode(initargs, 'initargs', 0, fds);
+            // No C initializer: spawned workers run the named one through
+            // the task dispatcher, with the fds of the initargs' handles.
+            this.gobject = call(() => Mpg.Pool.new_full(processes || 0, null, variant,
+                maxtasksperchild));
+            if (this.gobject.start_method !== SPAWN) {
+                throw new Error('a Pool with an initializer needs the spawn start method ' +
+                    '(Mpg.set_start_method() was changed)');
+            }
+            this.gobject.set_initializer_name(name, fds.get_length() > 0 ? fds : null);
+        }
         if (taskTimeout !== undefined)
             this.gobject.task_timeout = taskTimeout;
         if (retries !== undefined)

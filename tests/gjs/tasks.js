@@ -96,3 +96,42 @@ export function echoConnection(conn) {
         conn.send(value);
     }
 }
+
+// Pool initializers: they set this module's state in each worker, which
+// the tasks then read (the worker imports this module once).
+
+let initialized = null;
+
+export function initialize(...values) {
+    initialized = {values, pid: mpg.getpid()};
+}
+
+export function readInitialized(x) {
+    return [initialized?.values ?? null, initialized?.pid === mpg.getpid(), x];
+}
+
+let results = null;
+
+export function keepResults(queue, tag) {
+    results = {queue, tag};
+}
+
+export function putResult(x) {
+    results.queue.put([results.tag, mpg.getpid(), x * 10]);
+    return x;
+}
+
+let connection = null;
+
+export function keepConnection(conn) {
+    connection = conn;
+}
+
+export function sendResult(x) {
+    connection.send(x + 100);
+    return x;
+}
+
+export function failToInitialize() {
+    throw new RangeError('no start');
+}

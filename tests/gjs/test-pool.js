@@ -225,6 +225,101 @@ test('close and join', async () => {
         `a closed pool refuses work (${e})`);
 });
 
+test('an initializer sets module state that the tasks read', async () => {
+    const init = new mpg.Pool(2, {initializer: task('initialize'), initargs: ['a', 2, {b: [3]}]});
+    const got = await init.map(task('readInitialized'), [1, 2, 3, 4, 5, 6], {chunksize: 1});
+    equal(got.map(([values]) => values), Array(6).fill(['a', 2, {b: [3]}]),
+        'every task sees the initargs that the initializer kept');
+    check(got.every(([, here]) => here), 'the initializer ran in the worker that runs the task');
+    equal(got.map(([, , x]) => x), [1, 2, 3, 4, 5, 6], 'with the task\'s own argument');
+    init.terminate();
+    init.join();
+
+    const source = new mpg.Pool(1, {
+        initializer: (a, b) => {
+            globalThis.initialized = a + b;
+        },
+        initargs: [40, 2],
+    });
+    equal(source.applySync(x => [globalThis.initialized, x], ['y']), [42, 'y'],
+        'an initializer sent as source sets a global that a task sent as source reads');
+    source.terminate();
+    source.join();
+
+    const none = new mpg.Pool(1, {initializer: task('initialize')});
+    equal(await none.apply(task('readInitialized'), [0]), [[], true, 0],
+        'initargs default to no arguments');
+    none.terminate();
+    none.join();
+});
+
+test('an initializer that receives a Queue: the tasks put, the parent gets', async () => {
+    const queue = new mpg.Queue();
+    const qpool = new mpg.Pool(2, {initializer: task('keepResults'), initargs: [queue, 'q']});
+    equal(await qpool.map(task('putResult'), [1, 2, 3, 4, 5, 6, 7, 8], {chunksize: 1}),
+        [1, 2, 3, 4, 5, 6, 7, 8], 'the map completed');
+    const got = [];
+    for (let i = 0; i < 8; i++)
+        got.push(queue.get({timeout: 10000}));
+    equal(got.map(([, , v]) => v).sort((a, b) => a - b), [10, 20, 30, 40, 50, 60, 70, 80],
+        'the parent got every value that the tasks put');
+    check(got.every(([tag, pid]) => tag === 'q' && qpool.workerPids.includes(pid)),
+        'from the pool\'s workers, with the other initarg');
+    check(queue.empty(), 'and nothing more');
+    // A worker that replaces one gets the queue too.
+    const e = await rejects(qpool.apply(task('exitNow'), [3]));
+    check(e instanceof GLib.Error && e.matches(Mpg.Error, Mpg.Error.WORKER_DIED),
+        `a worker died (${e})`);
+    equal(await qpool.map(task('putResult'), [9, 10], {chunksize: 1}), [9, 10],
+        'the pool works afterwards');
+    equal([queue.get({timeout: 10000})[2], queue.get({timeout: 10000})[2]].sort((a, b) => a - b),
+        [90, 100], 'and its replacement worker has the queue');
+    qpool.terminate();
+    qpool.join();
+
+    const recycled = new mpg.Pool(1, {
+        initializer: task('keepResults'), initargs: [queue, 'r'], maxtasksperchild: 1,
+    });
+    equal(await recycled.map(task('putResult'), [1, 2, 3], {chunksize: 1}), [1, 2, 3],
+        'with maxtasksperchild 1');
+    const pids = new Set();
+    for (let i = 0; i < 3; i++)
+        pids.add(queue.get({timeout: 10000})[1]);
+    equal(pids.size, 3, 'three workers, each initialized with the queue');
+    recycled.terminate();
+    recycled.join();
+});
+
+test('an initializer that receives a Connection', async () => {
+    const [reader, writer] = mpg.Pipe(false);
+    const cpool = new mpg.Pool(1, {initializer: task('keepConnection'), initargs: [writer]});
+    equal(await cpool.map(task('sendResult'), [1, 2, 3]), [1, 2, 3], 'the map completed');
+    equal([reader.recv(), reader.recv(), reader.recv()], [101, 102, 103],
+        'the parent received what the tasks sent');
+    cpool.terminate();
+    cpool.join();
+});
+
+test('a failing or unsendable initializer', async () => {
+    const failing = new mpg.Pool(1, {initializer: task('failToInitialize')});
+    const e = await rejects(failing.map(x => x, [1]));
+    check(e instanceof RangeError && e.message === 'Pool initializer failed: no start',
+        `the pool's calls fail with the initializer's error (${e})`);
+    check(/failToInitialize@.*tasks\.js:\d+/.test(e?.stack), 'with its remote stack');
+    const again = throws(() => failing.applySync(x => x, [1]));
+    check(again instanceof RangeError && /Pool initializer failed/.test(again.message),
+        `and so do later calls (${again})`);
+    failing.terminate();
+    failing.join();
+
+    check(throws(() => new mpg.Pool(1, {initializer: Math.max})) instanceof TypeError,
+        'a native initializer: TypeError');
+    check(throws(() => new mpg.Pool(1, {initializer: task('initialize'), initargs: 1})) instanceof
+        TypeError, 'initargs that are not an array: TypeError');
+    check(throws(() => new mpg.Pool(1, {initializer: task('initialize'), initargs: [() => 1]})) instanceof
+        TypeError, 'unsendable initargs: TypeError');
+});
+
 const status = await run();
 pool.terminate();
 pool.join();
