@@ -416,6 +416,7 @@ test_spawn_pool_initializer_queue (void)
   g_autoptr(MpgQueue) q = NULL;
   g_autoptr(GUnixFDList) fds = g_unix_fd_list_new ();
   g_autoptr(MpgPool) pool = NULL;
+  g_autoptr(GVariant) handle = NULL;
   g_autoptr(GVariant) result = NULL;
   g_autoptr(GError) error = NULL;
   gint32 sum = 0;
@@ -427,9 +428,10 @@ test_spawn_pool_initializer_queue (void)
   q = mpg_queue_new (0, &error);
   g_assert_no_error (error);
   mpg_set_start_method (method);
-  pool = mpg_pool_new_full (2, spawn_test_init_queue, NULL, NULL, mpg_queue_to_handle (q, fds, &error), 0);
-  mpg_set_start_method (MPG_START_METHOD_DEFAULT);
+  handle = mpg_queue_to_handle (q, fds, &error);
   g_assert_no_error (error);
+  pool = mpg_pool_new_full (2, spawn_test_init_queue, NULL, NULL, handle, 0);
+  mpg_set_start_method (MPG_START_METHOD_DEFAULT);
   mpg_pool_set_initializer_name (pool, "spawn_test_init_queue", fds);
 
   f = mpg_pool_add_function (pool, spawn_test_put_item, NULL, NULL);
@@ -464,7 +466,9 @@ busy_thread (gpointer data)
 static void
 test_spawn_busy_parent (void)
 {
-  guint n = g_test_slow () ? 1000 : 30;
+  /* valgrind runs one thread at a time: the busy threads make each start
+   * slow there. */
+  guint n = g_test_slow () ? 1000 : g_getenv ("MPG_TEST_VALGRIND") != NULL ? 4 : 30;
   GThread *threads[3];
   guint hangs = 0;
 
