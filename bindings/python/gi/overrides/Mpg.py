@@ -1205,33 +1205,44 @@ __all__.append('Pipe')
 
 
 def _wait_interruptibly(start, finish, cancellable):
-    # Runs an async call in a private main context and waits for it in
-    # slices, so that Python can run its signal handlers in between.
-    context = GLib.MainContext.new()
-    context.push_thread_default()
-    try:
-        own = Gio.Cancellable()
-        if cancellable is not None:
-            cancellable.connect(own.cancel)
-        results = []
-        ticker = GLib.timeout_source_new(50)
-        ticker.set_callback(lambda *args: GLib.SOURCE_CONTINUE)
-        ticker.attach(context)
+    # Runs an async call to completion in a thread of its own, with a
+    # private main context, while this thread waits on an Event: Python runs
+    # signal handlers only in the main thread, and a KeyboardInterrupt
+    # raised inside a callback that GLib invokes is printed and lost by
+    # PyGObject. Event.wait() raises it here instead; the call is then
+    # cancelled.
+    own = Gio.Cancellable()
+    if cancellable is not None:
+        cancellable.connect(own.cancel)
+    done = threading.Event()
+    box = {}
+
+    def run():
+        context = GLib.MainContext.new()
+        context.push_thread_default()
         try:
+            results = []
             start(own, lambda source, res, *args: results.append(res))
-            try:
-                while not results:
-                    context.iteration(True)
-            except BaseException:
-                own.cancel()
-                while not results:
-                    context.iteration(True)
-                raise
+            while not results:
+                context.iteration(True)
+            box['value'] = finish(results[0])
+        except BaseException as e:  # noqa: B902
+            box['error'] = e
         finally:
-            ticker.destroy()
-        return finish(results[0])
-    finally:
-        context.pop_thread_default()
+            context.pop_thread_default()
+            done.set()
+
+    threading.Thread(target=run, name='mpg-wait', daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except BaseException:
+        own.cancel()
+        done.wait()
+        raise
+    if 'error' in box:
+        raise box['error']
+    return box['value']
 
 
 _GIPool = Mpg.Pool
