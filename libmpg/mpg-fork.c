@@ -164,7 +164,9 @@ _mpg_fork_socketpair (int      fds[2],
   return FALSE;
 }
 
-static void reset_signals (void);
+static void  start_child    (pid_t parent_pid,
+                             int   exitcode);
+static pid_t fork_with_func (pid_t parent_pid);
 
 /*
  * _mpg_fork_register_fd:
@@ -201,21 +203,9 @@ _mpg_fork_plain (void)
   pid_t pid;
 
   fflush (NULL);
-  if (fork_func != NULL)
-    {
-      pid = fork_func (fork_func_data);
-      if (pid == 0 && getpid () == parent_pid)
-        pid = -1;
-    }
-  else
-    pid = fork ();
-
+  pid = fork_with_func (parent_pid);
   if (pid == 0)
-    {
-      reset_signals ();
-      if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
-        _exit (1);
-    }
+    start_child (parent_pid, 1);
   return pid;
 }
 
@@ -258,17 +248,43 @@ reset_signals (void)
   sigprocmask (SIG_SETMASK, &all, NULL);
 }
 
+/* In every new child, first (only async-signal-safe calls): signals reset,
+ * and death with the parent. The signal follows the forking thread, which
+ * is why forks only happen from long-lived threads (see _mpg_fork()). If
+ * the parent died before prctl() took effect, nobody will send it: leave
+ * now, with @exitcode. */
+static void
+start_child (pid_t parent_pid,
+             int   exitcode)
+{
+  reset_signals ();
+  if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
+    _exit (exitcode);
+}
+
+/* fork(), or the binding's fork function when there is one. A binding's
+ * fork function that failed may still return 0 (e.g. an exception turned
+ * into a default value): only the child is the child. Called with
+ * fork_lock held, or in the single-threaded fork server. */
+static pid_t
+fork_with_func (pid_t parent_pid)
+{
+  pid_t pid;
+
+  if (fork_func == NULL)
+    return fork ();
+
+  pid = fork_func (fork_func_data);
+  if (pid == 0 && getpid () == parent_pid)
+    pid = -1;
+  return pid;
+}
+
 static void
 child_setup (int   child_fd,
              pid_t parent_pid)
 {
-  reset_signals ();
-
-  /* Die with the parent. The signal follows the forking thread, which is
-   * why forks only happen from long-lived threads (see _mpg_fork()). If the
-   * parent died before prctl() took effect, nobody will send it: leave now. */
-  if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
-    _exit (1);
+  start_child (parent_pid, 1);
 
   /* Close the parent-side ends of other children's channels, so that their
    * end of file is seen when they exit, and forget them. */
@@ -312,22 +328,9 @@ G_NORETURN static void
 exec_child (ForkRequest *req,
             pid_t        parent_pid)
 {
-  struct sigaction sa;
-  sigset_t all;
   int first_free = 3 + (int) req->n_exec_fds;
 
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; sig++)
-    {
-      if (sig != SIGKILL && sig != SIGSTOP)
-        sigaction (sig, &sa, NULL);
-    }
-  sigemptyset (&all);
-  sigprocmask (SIG_SETMASK, &all, NULL);
-
-  if (prctl (PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid () != parent_pid)
-    _exit (127);
+  start_child (parent_pid, 127);
 
   /* First out of the way (the targets may be taken), then in place. */
   {
@@ -376,17 +379,7 @@ do_fork_locked (ForkRequest *req)
       req->saved_errno = pid < 0 ? errno : 0;
       return;
     }
-  if (fork_func != NULL)
-    {
-      pid = fork_func (fork_func_data);
-      /* A binding's fork function that failed may still return 0 (e.g. an
-       * exception turned into a default value): only the child is the child. */
-      if (pid == 0 && getpid () == parent_pid)
-        pid = -1;
-    }
-  else
-    pid = fork ();
-
+  pid = fork_with_func (parent_pid);
   if (pid == 0)
     {
       g_mutex_unlock (&fork_lock);
