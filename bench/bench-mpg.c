@@ -5,6 +5,7 @@
  * implementations and computes medians and ratios.
  *
  *   bench-mpg map N CHUNKSIZE        map(square, range(N)), warm pool of 2
+ *   bench-mpg map-chunk N CHUNKSIZE  the same with a chunk function
  *   bench-mpg apply N                N sequential apply(square, (x,))
  *   bench-mpg queue COUNT SIZE       a child puts COUNT messages of SIZE bytes
  *                                    (an `ay`; SIZE 0: small ints, `i`)
@@ -34,6 +35,20 @@ square (GVariant *arg, gpointer user_data, GError **error)
 
   /* int64: the squares of range(100000) do not fit an int32. */
   return g_variant_new_int64 (v * v);
+}
+
+/* square over a whole chunk: an `ai` in, an `ax` out. */
+static GVariant *
+square_chunk (GVariant *items, gpointer user_data, GError **error)
+{
+  gsize n;
+  const gint32 *in = g_variant_get_fixed_array (items, &n, sizeof (gint32));
+  gint64 *out = g_new (gint64, MAX (n, 1));
+
+  for (gsize i = 0; i < n; i++)
+    out[i] = (gint64) in[i] * in[i];
+  return g_variant_new_from_data (G_VARIANT_TYPE ("ax"), out, n * sizeof (gint64),
+                                  TRUE, g_free, out);
 }
 
 static GVariant *
@@ -67,20 +82,27 @@ die (GError *error)
   exit (1);
 }
 
-/* A pool of 2 with square added, and both workers forked and warm. */
+/* A pool of 2 with func added, and both workers forked and warm. */
 static MpgPool *
-warm_pool (guint processes, MpgTaskFunc func, gpointer data, guint *out_id)
+warm_pool_full (guint processes, MpgTaskFunc func, gpointer data, gboolean chunked, guint *out_id)
 {
   MpgPool *pool = mpg_pool_new (processes);
   GError *error = NULL;
   GVariant *r;
 
-  *out_id = mpg_pool_add_function (pool, func, data, NULL);
+  *out_id = chunked ? mpg_pool_add_chunk_function (pool, func, data, NULL)
+                    : mpg_pool_add_function (pool, func, data, NULL);
   r = mpg_pool_map (pool, *out_id, range_variant (processes * 2), 1, NULL, &error);
   if (r == NULL)
     die (error);
   g_variant_unref (r);
   return pool;
+}
+
+static MpgPool *
+warm_pool (guint processes, MpgTaskFunc func, gpointer data, guint *out_id)
+{
+  return warm_pool_full (processes, func, data, FALSE, out_id);
 }
 
 static void
@@ -92,10 +114,10 @@ close_pool (MpgPool *pool)
 }
 
 static int
-w_map (guint n, guint chunksize)
+w_map (guint n, guint chunksize, gboolean chunked)
 {
   guint f;
-  MpgPool *pool = warm_pool (2, square, NULL, &f);
+  MpgPool *pool = warm_pool_full (2, chunked ? square_chunk : square, NULL, chunked, &f);
   GVariant *items = g_variant_ref_sink (range_variant (n));
   GError *error = NULL;
   gint64 t0 = g_get_monotonic_time ();
@@ -373,7 +395,9 @@ main (int argc, char **argv)
 #define ARG(i, d) (argc > (i) ? (guint) strtoul (argv[i], NULL, 10) : (d))
 
   if (g_str_equal (w, "map"))
-    return w_map (ARG (2, 100000), ARG (3, 0));
+    return w_map (ARG (2, 100000), ARG (3, 0), FALSE);
+  if (g_str_equal (w, "map-chunk"))
+    return w_map (ARG (2, 100000), ARG (3, 0), TRUE);
   if (g_str_equal (w, "apply"))
     return w_apply (ARG (2, 5000));
   if (g_str_equal (w, "queue") || g_str_equal (w, "pipe"))
@@ -388,6 +412,6 @@ main (int argc, char **argv)
     return w_gui (ARG (2, 100000));
   if (g_str_equal (w, "memory"))
     return w_memory ();
-  fprintf (stderr, "usage: bench-mpg map|apply|queue|pipe|spawn|cpu|lifecycle|gui|memory ARGS\n");
+  fprintf (stderr, "usage: bench-mpg map|map-chunk|apply|queue|pipe|spawn|cpu|lifecycle|gui|memory ARGS\n");
   return 2;
 }

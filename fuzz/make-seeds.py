@@ -103,6 +103,9 @@ seeds = {
             0, 0, GLib.Variant('av', [GLib.Variant('()', ())]), [(0, ('a', 1, 'x')), (1, ('b', 2, 'y'))])),
         'init-error': b'\0' + struct.pack('<IQH', 0, 0, 0) + frames['error'],
         'not-a-reply': b'\0' + struct.pack('<IQH', 0, 0, 0) + frames['tuple'],
+        'reply-numbers': b'\0' + struct.pack('<IQH', 0, 0, 3) + frame('ax', [1, 4, 9]),
+        'reply-numbers-short': b'\0' + struct.pack('<IQH', 0, 0, 4) + frame('ad', [1.0, 2.0]),
+        'reply-bytes': b'\4' + struct.pack('<IQH', 0, 0, 0) + frame('ay', b'xyz'),
     },
 }
 

@@ -74,7 +74,15 @@ guint            mpg_pool_add_function        (MpgPool              *self,
                                                gpointer              user_data,
                                                GDestroyNotify        user_data_free);
 MPG_AVAILABLE_IN_ALL
+guint            mpg_pool_add_chunk_function  (MpgPool              *self,
+                                               MpgTaskFunc           func,
+                                               gpointer              user_data,
+                                               GDestroyNotify        user_data_free);
+MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_add_named_function  (MpgPool              *self,
+                                               const char           *name);
+MPG_AVAILABLE_IN_ALL
+guint            mpg_pool_add_named_chunk_function (MpgPool         *self,
                                                const char           *name);
 MPG_AVAILABLE_IN_ALL
 void             mpg_pool_remove_function     (MpgPool              *self,

@@ -623,6 +623,72 @@ task_user_string (GVariant  *arg,
   return g_variant_new_string (user_data);
 }
 
+/* Chunk functions: they get a whole chunk */
+
+/* Squares an `ai` chunk at once; fails on any other type. */
+static GVariant *
+chunk_square (GVariant  *items,
+              gpointer   user_data,
+              GError   **error)
+{
+  const gint32 *in;
+  gint32 *out;
+  gsize n;
+
+  if (!g_variant_is_of_type (items, G_VARIANT_TYPE ("ai")))
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                   "expected an ai chunk, got %s", g_variant_get_type_string (items));
+      return NULL;
+    }
+  in = g_variant_get_fixed_array (items, &n, sizeof (gint32));
+  out = g_new (gint32, MAX (n, 1));
+  for (gsize i = 0; i < n; i++)
+    out[i] = in[i] * in[i];
+  return g_variant_new_from_data (G_VARIANT_TYPE ("ai"), out, n * sizeof (gint32), FALSE, g_free, out);
+}
+
+/* Each item's result is "TYPE:LENGTH" of the chunk it came in. */
+static GVariant *
+chunk_describe (GVariant  *items,
+                gpointer   user_data,
+                GError   **error)
+{
+  g_autofree char *text = g_strdup_printf ("%s:%" G_GSIZE_FORMAT,
+                                           g_variant_get_type_string (items),
+                                           g_variant_n_children (items));
+  GVariantBuilder builder;
+
+  g_variant_builder_init (&builder, G_VARIANT_TYPE ("as"));
+  for (gsize i = 0; i < g_variant_n_children (items); i++)
+    g_variant_builder_add (&builder, "s", text);
+  return g_variant_builder_end (&builder);
+}
+
+/* Fails a chunk that holds the item 5; returns one result too few for a
+ * chunk that holds 7; squares the others. */
+static GVariant *
+chunk_picky (GVariant  *items,
+             gpointer   user_data,
+             GError   **error)
+{
+  const gint32 *in;
+  gsize n;
+
+  in = g_variant_get_fixed_array (items, &n, sizeof (gint32));
+  for (gsize i = 0; i < n; i++)
+    {
+      if (in[i] == 5)
+        {
+          g_set_error (error, TEST_ERROR, 5, "item 5 failed");
+          return NULL;
+        }
+      if (in[i] == 7)
+        return g_variant_new_fixed_array (G_VARIANT_TYPE_INT32, in, n - 1, sizeof (gint32));
+    }
+  return chunk_square (items, NULL, error);
+}
+
 static gint32 init_value = -1;
 static const char *init_tag = NULL;
 
@@ -3501,6 +3567,72 @@ test_pool_parent_killed (void)
   g_assert_cmpuint (n, >=, 1);
 }
 
+static void
+test_pool_chunk_function (void)
+{
+  g_autoptr(MpgPool) pool = new_pool (2);
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MpgPoolIterator) it = NULL;
+  g_autofree char *text = NULL;
+  guint square, describe, picky;
+
+  g_test_summary ("A chunk function maps whole chunks: typed slices in, one array of results out");
+
+  square = mpg_pool_add_chunk_function (pool, chunk_square, NULL, NULL);
+  describe = mpg_pool_add_chunk_function (pool, chunk_describe, NULL, NULL);
+  picky = mpg_pool_add_chunk_function (pool, chunk_picky, NULL, NULL);
+
+  /* Default chunks, chunks of 1 and of 7: the same squares. */
+  result = map_ok (pool, square, int_items (1000), 0);
+  assert_squares (result, 1000);
+  g_clear_pointer (&result, g_variant_unref);
+  result = map_ok (pool, square, int_items (50), 1);
+  assert_squares (result, 50);
+  g_clear_pointer (&result, g_variant_unref);
+  result = map_ok (pool, square, int_items (100), 7);
+  assert_squares (result, 100);
+  g_clear_pointer (&result, g_variant_unref);
+
+  /* One call per chunk, with the chunk's items as they were typed. */
+  result = map_ok (pool, describe, int_items (10), 3);
+  assert_variant (result, "as", "['ai:3', 'ai:3', 'ai:3', 'ai:3', 'ai:3', 'ai:3', "
+                                "'ai:3', 'ai:3', 'ai:3', 'ai:1']");
+  g_clear_pointer (&result, g_variant_unref);
+  result = map_ok (pool, describe, g_variant_new_parsed ("[<1>, <'two'>, <3.0>]"), 2);
+  assert_variant (result, "as", "['av:2', 'av:2', 'av:1']");
+  g_clear_pointer (&result, g_variant_unref);
+  result = map_ok (pool, describe, g_variant_new_parsed ("['a', 'bb', 'ccc']"), 0);
+  assert_variant (result, "as", "['as:1', 'as:1', 'as:1']");
+  g_clear_pointer (&result, g_variant_unref);
+
+  /* apply: a chunk of one, boxed. */
+  result = apply_ok (pool, describe, g_variant_new_int32 (4));
+  assert_variant (result, "s", "'av:1'");
+  g_clear_pointer (&result, g_variant_unref);
+
+  /* A failing chunk fails each of its items; the map reports the first. */
+  result = mpg_pool_map (pool, picky, int_items (12), 4, NULL, &error);
+  g_assert_error (error, TEST_ERROR, 5);
+  g_assert_cmpstr (error->message, ==, "item 5 failed");
+  g_assert_null (result);
+  g_clear_error (&error);
+
+  /* imap: the other chunks' results still come; a chunk that broke the
+   * contract (one result short) fails with a message that says so. */
+  it = mpg_pool_imap (pool, picky, int_items (12), 4, &error);
+  g_assert_no_error (error);
+  text = iterate_to_text (it, 20);
+  g_assert_cmpstr (text, ==, "0 1 4 9 e5 e5 e5 e5 64 81 100 121 end");
+  g_clear_object (&it);
+
+  result = mpg_pool_map (pool, picky, g_variant_new_parsed ("[@i 6, 7]"), 2, NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FAILED);
+  g_assert_nonnull (strstr (error->message, "chunk function"));
+  g_assert_nonnull (strstr (error->message, "ai for 2 items"));
+  g_assert_null (result);
+}
+
 static const PoolTest tests[] = {
   { "/Mpg/Pool/construct", test_pool_construct },
   { "/Mpg/Pool/properties", test_pool_properties },
@@ -3514,6 +3646,7 @@ static const PoolTest tests[] = {
   { "/Mpg/Pool/starmap", test_pool_starmap },
   { "/Mpg/Pool/imap/order", test_pool_imap },
   { "/Mpg/Pool/imap/error", test_pool_imap_error },
+  { "/Mpg/Pool/chunk-function", test_pool_chunk_function },
   { "/Mpg/Pool/iterator/timeout", test_pool_iterator_timeout },
   { "/Mpg/Pool/iterator/async", test_pool_iterator_async },
   { "/Mpg/Pool/errors", test_pool_errors },

@@ -31,6 +31,7 @@ G_MODULE_EXPORT GVariant *spawn_test_read_init   (GVariant *arg, gpointer user_d
 G_MODULE_EXPORT GVariant *spawn_test_die         (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *spawn_test_init_queue  (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *spawn_test_put_item    (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *spawn_test_chunk_square (GVariant *arg, gpointer user_data, GError **error);
 
 GVariant *
 spawn_test_square (GVariant *arg, gpointer user_data, GError **error)
@@ -38,6 +39,28 @@ spawn_test_square (GVariant *arg, gpointer user_data, GError **error)
   gint32 x = g_variant_get_int32 (arg);
 
   return g_variant_new_int32 (x * x);
+}
+
+/* A chunk function: squares an `ai` (or `av` of one int32, from apply). */
+GVariant *
+spawn_test_chunk_square (GVariant *arg, gpointer user_data, GError **error)
+{
+  GVariantBuilder builder;
+  gboolean boxed = g_variant_is_of_type (arg, G_VARIANT_TYPE ("av"));
+
+  g_variant_builder_init (&builder, boxed ? G_VARIANT_TYPE ("av") : G_VARIANT_TYPE ("ai"));
+  for (gsize i = 0; i < g_variant_n_children (arg); i++)
+    {
+      g_autoptr(GVariant) item = g_variant_get_child_value (arg, i);
+      g_autoptr(GVariant) x = boxed ? g_variant_get_variant (item) : g_variant_ref (item);
+      gint32 v = g_variant_get_int32 (x);
+
+      if (boxed)
+        g_variant_builder_add (&builder, "v", g_variant_new_int32 (v * v));
+      else
+        g_variant_builder_add (&builder, "i", v * v);
+    }
+  return g_variant_builder_end (&builder);
 }
 
 /* (name, pid, parent pid, is a worker started by spawn) */
@@ -342,6 +365,20 @@ test_spawn_pool_map (void)
   result = mpg_pool_apply (pool, g, g_variant_new_int32 (12), NULL, &error);
   g_assert_no_error (error);
   g_assert_cmpint (g_variant_get_int32 (result), ==, 144);
+
+  /* Chunk functions, by function and by name. */
+  g_clear_pointer (&result, g_variant_unref);
+  g_clear_pointer (&text, g_free);
+  f = mpg_pool_add_chunk_function (pool, spawn_test_chunk_square, NULL, NULL);
+  result = mpg_pool_map (pool, f, g_variant_new_parsed ("[1, 2, 3, 4, 5]"), 2, NULL, &error);
+  g_assert_no_error (error);
+  text = g_variant_print (result, FALSE);
+  g_assert_cmpstr (text, ==, "[1, 4, 9, 16, 25]");
+  g_clear_pointer (&result, g_variant_unref);
+  g = mpg_pool_add_named_chunk_function (pool, "spawn_test_chunk_square");
+  result = mpg_pool_apply (pool, g, g_variant_new_int32 (11), NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (g_variant_get_int32 (result), ==, 121);
 
   mpg_pool_close (pool);
   g_assert_true (mpg_pool_join (pool, 10000, &error));
