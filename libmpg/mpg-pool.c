@@ -8,6 +8,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -215,7 +217,23 @@ struct _Worker
 
   Call *call;                 /* the chunk running, or NULL when idle */
   guint chunk;
+  /* A second chunk sent before the first one's reply, so that a worker
+   * with short chunks never waits for the pool's thread. */
+  Call *queued_call;
+  guint queued_chunk;
+  gint64 last_event;          /* when the running chunk was sent or started */
+  /* A forked worker's second channel, for blocking calls that send their
+   * task and read its reply themselves instead of through the pool's
+   * thread; -1 for spawned workers. */
+  int direct_fd;
+  gboolean direct;            /* its running chunk is such a call's */
+  GSource *drain_source;      /* reads the reply of an abandoned one */
+  gboolean fast;              /* its last chunk took less than FAST_CHUNK_USEC */
 };
+
+/* Chunks shorter than this are pipelined, two per worker; longer ones go
+ * one at a time, so that the last chunks spread over idle workers. */
+#define FAST_CHUNK_USEC 2000
 
 struct _MpgPool
 {
@@ -223,6 +241,7 @@ struct _MpgPool
 
   GMutex mutex;
   GCond cond;
+  guint n_waiters;            /* threads waiting on cond */
 
   guint processes;
   MpgStartMethod start_method;
@@ -293,6 +312,35 @@ enum {
 static guint signals[N_SIGNALS];
 
 static guint worker_counter;
+
+/* The pool's condition, broadcast only when someone waits on it: GLib's
+ * broadcast is a system call even then. */
+static void
+pool_wait_locked (MpgPool *self)
+{
+  self->n_waiters++;
+  g_cond_wait (&self->cond, &self->mutex);
+  self->n_waiters--;
+}
+
+static gboolean
+pool_wait_until_locked (MpgPool *self,
+                        gint64   deadline)
+{
+  gboolean signalled;
+
+  self->n_waiters++;
+  signalled = g_cond_wait_until (&self->cond, &self->mutex, deadline);
+  self->n_waiters--;
+  return signalled;
+}
+
+static void
+pool_broadcast_locked (MpgPool *self)
+{
+  if (self->n_waiters > 0)
+    g_cond_broadcast (&self->cond);
+}
 
 static void schedule_dispatch_locked (MpgPool *self);
 static void call_finish_locked       (Call    *call,
@@ -637,7 +685,7 @@ static void iterator_wake_locked (Call *call);
 static void
 call_notify_locked (Call *call)
 {
-  g_cond_broadcast (&call->pool->cond);
+  pool_broadcast_locked (call->pool);
 
   if (call_is_imap (call))
     iterator_wake_locked (call);
@@ -899,6 +947,7 @@ worker_main (gpointer data)
                                            start->number);
   GMainContext *context;
   guint chunks_done = 0;
+  int direct_fd = -1;
 
   _mpg_process_enter_worker (name, TRUE);
   /* Ctrl-C in a terminal reaches the whole process group: only the parent
@@ -907,6 +956,21 @@ worker_main (gpointer data)
 
   context = g_main_context_new ();
   g_main_context_push_thread_default (context);
+
+  /* A forked worker's first message is the end of its second channel. */
+  if (!start->spawned)
+    {
+      g_autoptr(GUnixFDList) fd_list = NULL;
+      g_autoptr(GVariant) first = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL,
+                                                        &fd_list, NULL);
+
+      if (first == NULL)
+        worker_exit (0);
+      if (!g_variant_is_of_type (first, G_VARIANT_TYPE ("(h)")) || fd_list == NULL ||
+          g_unix_fd_list_get_length (fd_list) != 1)
+        worker_exit (1);
+      direct_fd = g_unix_fd_list_get (fd_list, 0, NULL);
+    }
 
   if (start->initializer != NULL || start->initializer_name != NULL)
     {
@@ -947,8 +1011,29 @@ worker_main (gpointer data)
       guint64 serial;
       gboolean boxed;
       gsize n;
+      int fd = start->fd;
 
-      message = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, &error);
+      /* A task comes on either channel; its reply goes back on the same. */
+      if (direct_fd >= 0)
+        {
+          struct pollfd fds[2] = { { start->fd, POLLIN, 0 }, { direct_fd, POLLIN, 0 } };
+
+          while (poll (fds, 2, -1) < 0 && errno == EINTR)
+            ;
+          if (fds[0].revents == 0 && (fds[1].revents & POLLIN))
+            fd = direct_fd;
+          else if (fds[0].revents == 0)
+            {
+              /* The pool closed the second channel only. */
+              close (direct_fd);
+              direct_fd = -1;
+              continue;
+            }
+        }
+
+      message = _mpg_channel_receive (fd, MAX_MESSAGE, -1, NULL, NULL, &error);
+      if (message == NULL && fd == direct_fd)
+        continue;
       if (message == NULL)
         worker_exit (0);   /* the pool closed the channel */
       if (g_variant_is_of_type (message, G_VARIANT_TYPE (NAMED_TASK_TYPE)))
@@ -963,7 +1048,7 @@ worker_main (gpointer data)
           function_id = 0;
           function = &named;
           /* The items follow, alone. */
-          items = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, NULL);
+          items = _mpg_channel_receive (fd, MAX_MESSAGE, -1, NULL, NULL, NULL);
         }
       else if (g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_TYPE)) ||
                g_variant_is_of_type (message, G_VARIANT_TYPE (TASK_HEAD_TYPE)))
@@ -973,7 +1058,7 @@ worker_main (gpointer data)
           else
             {
               g_variant_get (message, "(uut)", &function_id, &chunk, &serial);
-              items = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL, NULL, NULL);
+              items = _mpg_channel_receive (fd, MAX_MESSAGE, -1, NULL, NULL, NULL);
             }
           for (guint i = 0; i < start->n_functions; i++)
             {
@@ -1053,10 +1138,10 @@ worker_main (gpointer data)
       if (type_is_number_array (g_variant_get_type (reply_results)))
         {
           g_variant_builder_clear (&failures);
-          if (!worker_send (start->fd, reply_results))
+          if (!worker_send (fd, reply_results))
             worker_exit (1);
         }
-      else if (!worker_send (start->fd, g_variant_new ("(ut@v@a(u(sis)))", chunk, serial,
+      else if (!worker_send (fd, g_variant_new ("(ut@v@a(u(sis)))", chunk, serial,
                                                        g_variant_new_variant (reply_results),
                                                        g_variant_builder_end (&failures))))
         worker_exit (1);
@@ -1131,7 +1216,17 @@ worker_lost_locked (MpgPool *self,
       g_source_destroy (worker->io_source);
       g_clear_pointer (&worker->io_source, g_source_unref);
     }
+  if (worker->drain_source != NULL)
+    {
+      g_source_destroy (worker->drain_source);
+      g_clear_pointer (&worker->drain_source, g_source_unref);
+    }
   _mpg_fork_close_fd (&worker->fd);
+  /* A caller reading its reply there closes it when it notices. */
+  if (worker->direct && worker->drain_source == NULL)
+    worker->direct_fd = -1;
+  else
+    _mpg_fork_close_fd (&worker->direct_fd);
 
   /* The channel ends when the worker exits, so this returns at once (a
    * worker that closed it otherwise is ended). A forkserver worker is the
@@ -1194,12 +1289,34 @@ worker_lost_locked (MpgPool *self,
                                                worker->pid, how));
       call_unref_locked (self, call);
     }
+  /* A chunk queued behind it never started: it runs elsewhere, without
+   * counting as an attempt. */
+  call = g_steal_pointer (&worker->queued_call);
+  if (call != NULL)
+    {
+      call->n_running--;
+      if (!call->finished && self->broken == NULL && self->state != POOL_TERMINATED)
+        {
+          g_debug ("Pool worker %d: chunk %u, queued behind, runs elsewhere",
+                   worker->pid, worker->queued_chunk);
+          g_queue_push_head (&call->retry_chunks, GUINT_TO_POINTER (worker->queued_chunk));
+          if (!g_queue_find (&self->pending, call))
+            g_queue_push_tail (&self->pending, call);
+        }
+      else if (!call->finished)
+        call_chunk_failed_locked (call, worker->queued_chunk,
+                                  self->broken != NULL ? g_error_copy (self->broken)
+                                  : g_error_new (MPG_ERROR, MPG_ERROR_WORKER_DIED,
+                                                 "Worker process %d %s before running a task",
+                                                 worker->pid, how));
+      call_unref_locked (self, call);
+    }
 
   if (self->state == POOL_RUNNING && !worker->retiring)
     self->workers_replaced++;
 
   g_ptr_array_remove (self->workers, worker);
-  g_cond_broadcast (&self->cond);
+  pool_broadcast_locked (self);
   schedule_dispatch_locked (self);
 }
 
@@ -1216,9 +1333,12 @@ worker_timeout_cb (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* Sends a chunk to @worker, on @fd: its channel, or its second one for a
+ * call that reads the reply itself. */
 static gboolean
 worker_send_chunk_locked (MpgPool *self,
                           Worker  *worker,
+                          int      fd,
                           Call    *call,
                           guint    chunk)
 {
@@ -1248,8 +1368,18 @@ worker_send_chunk_locked (MpgPool *self,
       slice = g_variant_builder_end (&builder);
     }
 
-  worker->call = call_ref (call);
-  worker->chunk = chunk;
+  if (worker->call == NULL)
+    {
+      worker->call = call_ref (call);
+      worker->chunk = chunk;
+      worker->last_event = g_get_monotonic_time ();
+    }
+  else
+    {
+      g_assert (worker->queued_call == NULL);
+      worker->queued_call = call_ref (call);
+      worker->queued_chunk = chunk;
+    }
   call->n_running++;
 
   if (self->task_timeout > 0)
@@ -1270,7 +1400,7 @@ worker_send_chunk_locked (MpgPool *self,
                                  call->function->chunked, chunk, call->serial);
       else
         message = g_variant_new (TASK_HEAD_TYPE, call->function->id, chunk, call->serial);
-      if (_mpg_channel_send (worker->fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
+      if (_mpg_channel_send (fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
         message = slice;
       else
         {
@@ -1285,7 +1415,7 @@ worker_send_chunk_locked (MpgPool *self,
     message = g_variant_new ("(uut@v)", call->function->id, chunk, call->serial,
                              g_variant_new_variant (slice));
   if (message == NULL ||
-      !_mpg_channel_send (worker->fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
+      !_mpg_channel_send (fd, message, NULL, MAX_MESSAGE, -1, NULL, &error))
     {
       /* A worker that cannot take a task is gone: settle it as a death. */
       g_debug ("Pool worker %d: %s", worker->pid, error->message);
@@ -1377,6 +1507,7 @@ worker_handle_message_locked (MpgPool  *self,
   g_autoptr(GVariant) results = NULL;
   g_autoptr(GVariant) failures = NULL;
   Call *call = worker->call;
+  guint chunk = worker->chunk;
   guint start, length;
   gboolean boxed;
   gsize n_failures;
@@ -1398,16 +1529,24 @@ worker_handle_message_locked (MpgPool  *self,
 
   if (call == NULL)
     return FALSE;
-  start = chunk_start (call, worker->chunk);
-  length = chunk_length (call, worker->chunk);
-  if (!_mpg_pool_reply_check (message, worker->chunk, call->serial, length,
+  start = chunk_start (call, chunk);
+  length = chunk_length (call, chunk);
+  if (!_mpg_pool_reply_check (message, chunk, call->serial, length,
                               &results, &failures, NULL))
     return FALSE;
   boxed = g_variant_is_of_type (results, G_VARIANT_TYPE ("av"));
   n_failures = g_variant_n_children (failures);
 
   worker_clear_timeout (worker);
-  worker->call = NULL;
+  {
+    gint64 now = g_get_monotonic_time ();
+
+    worker->fast = now - worker->last_event < FAST_CHUNK_USEC;
+    worker->last_event = now;
+  }
+  /* The queued chunk, if any, is the one running now. */
+  worker->call = g_steal_pointer (&worker->queued_call);
+  worker->chunk = worker->queued_chunk;
   worker->chunks_done++;
   call->n_running--;
 
@@ -1422,7 +1561,7 @@ worker_handle_message_locked (MpgPool  *self,
                                _mpg_wire_error_from_variant (error_variant));
     }
   if (!boxed && !call->finished)
-    call_chunk_results_locked (call, worker->chunk, g_variant_ref (results));
+    call_chunk_results_locked (call, chunk, g_variant_ref (results));
   for (guint i = 0; i < length && boxed && !call->finished; i++)
     {
       GVariant *value = g_variant_get_child_value (results, i);
@@ -1498,7 +1637,9 @@ worker_free (gpointer data)
   Worker *worker = data;
 
   g_assert (worker->call == NULL);
+  g_assert (worker->queued_call == NULL);
   g_assert (worker->io_source == NULL);
+  g_assert (worker->drain_source == NULL);
   g_assert (worker->timeout_source == NULL);
   g_free (worker);
 }
@@ -1534,6 +1675,7 @@ spawn_worker_locked (MpgPool  *self,
   worker->fd = -1;
   worker->pidfd = -1;
   worker->status_fd = -1;
+  worker->direct_fd = -1;
   worker->starting = TRUE;
   worker->known_functions = self->last_function_id;
   worker->number = g_atomic_int_add (&worker_counter, 1) + 1;
@@ -1597,9 +1739,42 @@ spawn_worker_locked (MpgPool  *self,
     }
   else if (ok)
     {
+      int direct[2] = { -1, -1 };
+
       start->fd = fds[1];
       ok = _mpg_fork (fds[1], worker_main, start, &worker->pid, &worker->pidfd, error);
       _mpg_fork_close_fd (&fds[1]);
+      /* Its second channel (see Worker.direct_fd), whose end it gets
+       * first: forked with the other, it would be in every later child. */
+      if (ok && _mpg_fork_socketpair (direct, NULL))
+        {
+          g_autoptr(GUnixFDList) fd_list = g_unix_fd_list_new_from_array (&direct[1], 1);
+          g_autofree int *stolen = NULL;
+          gboolean sent;
+
+          sent = _mpg_channel_send (fds[0], g_variant_new ("(h)", 0), fd_list, MAX_MESSAGE, -1,
+                                    NULL, NULL);
+          /* Back from the list: a registered fd is closed by the registry. */
+          stolen = g_unix_fd_list_steal_fds (fd_list, NULL);
+          _mpg_fork_close_fd (&stolen[0]);
+          if (sent)
+            {
+              g_unix_set_fd_nonblocking (direct[0], TRUE, NULL);
+              worker->direct_fd = direct[0];
+            }
+          else
+            _mpg_fork_close_fd (&direct[0]);
+        }
+      else if (ok)
+        {
+          /* Without it, a worker waits for nothing: end it. */
+          ok = FALSE;
+          kill (worker->pid, SIGKILL);
+          waitpid (worker->pid, NULL, 0);
+          _mpg_fork_close_fd (&worker->pidfd);
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_FAILED,
+                               "Could not make a channel for a pool worker");
+        }
       if (ok)
         worker->fd = fds[0];
       else
@@ -1614,7 +1789,7 @@ spawn_worker_locked (MpgPool  *self,
   if (!ok)
     {
       g_ptr_array_remove (self->workers, worker);
-      g_cond_broadcast (&self->cond);
+      pool_broadcast_locked (self);
       return NULL;
     }
 
@@ -1646,6 +1821,34 @@ static gboolean
 worker_is_idle (Worker *worker)
 {
   return !worker->starting && !worker->retiring && !worker->leaving && worker->call == NULL;
+}
+
+/* A worker running a short chunk can take one more. Not with task
+ * timeouts (each chunk's clock starts when it is sent), nor past
+ * maxtasksperchild, nor behind a chunk whose reply comes on the second
+ * channel (replies must come in the order of the tasks). */
+static gboolean
+worker_has_room (MpgPool *self,
+                 Worker  *worker)
+{
+  return !worker->starting && !worker->retiring && !worker->leaving &&
+         worker->call != NULL && worker->queued_call == NULL && worker->fast && !worker->direct &&
+         self->task_timeout == 0 &&
+         (self->maxtasksperchild == 0 || worker->chunks_done + 2 <= self->maxtasksperchild);
+}
+
+static Worker *
+find_worker_with_room_locked (MpgPool *self,
+                              guint    function_id)
+{
+  for (guint i = 0; i < self->workers->len; i++)
+    {
+      Worker *worker = g_ptr_array_index (self->workers, i);
+
+      if (worker_has_room (self, worker) && worker->known_functions >= function_id)
+        return worker;
+    }
+  return NULL;
 }
 
 static Worker *
@@ -1712,6 +1915,8 @@ dispatch_locked (MpgPool  *self,
           continue;
         }
       if (worker == NULL)
+        worker = find_worker_with_room_locked (self, call->function->id);
+      if (worker == NULL)
         {
           /* Make room: an idle worker that cannot run this call's function
            * is replaced by one that can. */
@@ -1734,7 +1939,7 @@ dispatch_locked (MpgPool  *self,
         chunk = GPOINTER_TO_UINT (g_queue_pop_head (&call->retry_chunks));
       else
         chunk = call->next_chunk++;
-      worker_send_chunk_locked (self, worker, call, chunk);
+      worker_send_chunk_locked (self, worker, worker->fd, call, chunk);
 
       /* Round robin between calls, one chunk at a time. */
       g_queue_pop_head (&self->pending);
@@ -1764,7 +1969,7 @@ dispatch_cb (gpointer data)
   g_mutex_lock (&self->mutex);
   self->dispatch_scheduled = FALSE;
   dispatch_locked (self, TRUE);
-  g_cond_broadcast (&self->cond);
+  pool_broadcast_locked (self);
   g_mutex_unlock (&self->mutex);
 
   flush_graveyard (self);
@@ -2804,8 +3009,127 @@ call_cancelled_cb_wake (GCancellable *cancellable,
   MpgPool *self = data;
 
   g_mutex_lock (&self->mutex);
-  g_cond_broadcast (&self->cond);
+  pool_broadcast_locked (self);
   g_mutex_unlock (&self->mutex);
+}
+
+static Worker *
+find_worker_by_number_locked (MpgPool *self,
+                              guint    number)
+{
+  for (guint i = 0; i < self->workers->len; i++)
+    {
+      Worker *worker = g_ptr_array_index (self->workers, i);
+
+      if (worker->number == number)
+        return worker;
+    }
+  return NULL;
+}
+
+/* The reply of a call that stopped waiting for it (cancelled) comes here,
+ * in the pool's thread. */
+static gboolean
+worker_drain_cb (int          fd,
+                 GIOCondition condition,
+                 gpointer     data)
+{
+  Worker *worker = data;
+  MpgPool *self = worker->pool;
+  g_autoptr(GVariant) message = NULL;
+  g_autoptr(GError) error = NULL;
+
+  g_mutex_lock (&self->mutex);
+  message = _mpg_channel_receive (worker->direct_fd, MAX_MESSAGE, 0, NULL, NULL, &error);
+  if (message == NULL && g_error_matches (error, MPG_ERROR, MPG_ERROR_TIMEOUT))
+    {
+      g_mutex_unlock (&self->mutex);
+      return G_SOURCE_CONTINUE;
+    }
+  g_clear_pointer (&worker->drain_source, g_source_unref);
+  worker->direct = FALSE;
+  /* A bad reply or none: the worker is ended, and its channel's end
+   * settles the chunk as a death. */
+  if (message == NULL || !worker_handle_message_locked (self, worker, message))
+    worker_kill (worker, SIGKILL);
+  g_mutex_unlock (&self->mutex);
+
+  dispatch_cb (self);
+  return G_SOURCE_REMOVE;
+}
+
+/* A blocking call of one chunk, from a thread other than the pool's, with
+ * an idle forked worker and nobody waiting before it: this thread sends
+ * the task on the worker's second channel and reads the reply there,
+ * instead of a round trip through the pool's thread. Returns FALSE to go
+ * the usual way. Anything unusual (the worker dies, the call is cancelled)
+ * is left to the pool's thread, which the caller then waits for. */
+static gboolean
+call_run_direct (Call         *call,
+                 GCancellable *cancellable)
+{
+  MpgPool *self = call->pool;
+  g_autoptr(GVariant) message = NULL;
+  g_autoptr(GError) error = NULL;
+  Worker *worker;
+  guint number;
+  gboolean sent;
+  int fd;
+
+  if (call->n_chunks != 1 || g_thread_self () == self->thread)
+    return FALSE;
+
+  g_mutex_lock (&self->mutex);
+  worker = NULL;
+  if (call->finished || !check_running_locked (self, NULL) || self->task_timeout > 0 ||
+      self->thread == NULL || !g_queue_is_empty (&self->pending) ||
+      (worker = find_idle_worker_locked (self, call->function->id, TRUE)) == NULL ||
+      worker->direct_fd < 0)
+    {
+      g_mutex_unlock (&self->mutex);
+      return FALSE;
+    }
+  /* The fd stays open while worker->direct is set: if the worker goes,
+   * it becomes this thread's to close. */
+  fd = worker->direct_fd;
+  g_ptr_array_add (self->calls, call_ref (call));
+  call->next_chunk = 1;
+  worker->direct = TRUE;
+  number = worker->number;
+  sent = worker_send_chunk_locked (self, worker, fd, call, 0);
+  g_mutex_unlock (&self->mutex);
+
+  /* The reply takes the worker some time: wait first, then read. */
+  if (sent && _mpg_channel_wait (fd, G_IO_IN, -1, cancellable, &error))
+    message = _mpg_channel_receive (fd, MAX_MESSAGE, 0, NULL, NULL, &error);
+
+  g_mutex_lock (&self->mutex);
+  worker = find_worker_by_number_locked (self, number);
+  if (worker == NULL || worker->direct_fd != fd)
+    _mpg_fork_close_fd (&fd);   /* the worker is gone */
+  else if (worker->direct && worker->call == call)
+    {
+      if (message != NULL)
+        {
+          worker->direct = FALSE;
+          if (!worker_handle_message_locked (self, worker, message))
+            worker_kill (worker, SIGKILL);
+          else
+            dispatch_locked (self, FALSE);
+        }
+      else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) && worker->direct_fd >= 0)
+        {
+          /* The reply still comes: the pool's thread reads it. */
+          worker->drain_source = g_unix_fd_source_new (worker->direct_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+          g_source_set_callback (worker->drain_source, G_SOURCE_FUNC (worker_drain_cb), worker, NULL);
+          g_source_set_static_name (worker->drain_source, "[mpg] pool worker reply");
+          g_source_attach (worker->drain_source, self->context);
+        }
+      /* Otherwise the worker is gone, or going: its channel's end settles
+       * the chunk. */
+    }
+  g_mutex_unlock (&self->mutex);
+  return TRUE;
 }
 
 /* Runs @call and waits for it in this thread. */
@@ -2824,11 +3148,12 @@ call_run_sync (Call          *call,
                                                   call, NULL);
     }
 
-  call_submit (call);
+  if (!call_run_direct (call, cancellable))
+    call_submit (call);
 
   g_mutex_lock (&self->mutex);
   while (!call->finished)
-    g_cond_wait (&self->cond, &self->mutex);
+    pool_wait_locked (self);
   if (call->error != NULL)
     g_propagate_error (error, g_error_copy (call->error));
   else
@@ -3337,8 +3662,8 @@ mpg_pool_join (MpgPool  *self,
   while (self->workers->len > 0 || (self->state == POOL_CLOSED && self->calls->len > 0))
     {
       if (deadline < 0)
-        g_cond_wait (&self->cond, &self->mutex);
-      else if (!g_cond_wait_until (&self->cond, &self->mutex, deadline) &&
+        pool_wait_locked (self);
+      else if (!pool_wait_until_locked (self, deadline) &&
                g_get_monotonic_time () >= deadline)
         {
           g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
@@ -3504,9 +3829,9 @@ mpg_pool_iterator_next (MpgPoolIterator  *self,
           break;
         }
       if (deadline < 0)
-        g_cond_wait (&pool->cond, &pool->mutex);
+        pool_wait_locked (pool);
       else if (g_get_monotonic_time () >= deadline ||
-               (!g_cond_wait_until (&pool->cond, &pool->mutex, deadline) &&
+               (!pool_wait_until_locked (pool, deadline) &&
                 g_get_monotonic_time () >= deadline))
         {
           outcome = iterator_take_locked (call, &value, error);

@@ -607,6 +607,22 @@ task_crash_always (GVariant  *arg,
   return NULL;
 }
 
+/* Squares its int32; the item 100 kills the worker. */
+static GVariant *
+task_die_on_100 (GVariant  *arg,
+                 gpointer   user_data,
+                 GError   **error)
+{
+  gint32 x = g_variant_get_int32 (arg);
+
+  if (x == 100)
+    {
+      no_core_dump ();
+      raise (SIGKILL);
+    }
+  return g_variant_new_int32 (x * x);
+}
+
 static GVariant *
 task_heap_int (GVariant  *arg,
                gpointer   user_data,
@@ -3633,6 +3649,107 @@ test_pool_chunk_function (void)
   g_assert_null (result);
 }
 
+static void
+test_pool_pipelined_death (void)
+{
+  g_autoptr(MpgPool) pool = new_pool (2);
+  g_autoptr(MpgPoolIterator) it = NULL;
+  g_autoptr(GError) error = NULL;
+  guint id, n = 300, values = 0, died = 0;
+
+  g_test_summary ("Short chunks are sent two at a time: when a worker dies, the chunk queued behind "
+                  "the one it was running still runs, elsewhere");
+
+  id = add_function (pool, task_die_on_100, NULL, NULL);
+  it = mpg_pool_imap (pool, id, int_items (n), 1, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i <= n; i++)
+    {
+      g_autoptr(GVariant) value = NULL;
+      g_autoptr(GError) item_error = NULL;
+
+      if (mpg_pool_iterator_next (it, WAIT_MS, NULL, &value, &item_error))
+        {
+          if (value == NULL)
+            {
+              g_assert_cmpuint (i, ==, n);
+              break;
+            }
+          g_assert_cmpint (g_variant_get_int32 (value), ==, (gint32) (i * i));
+          values++;
+        }
+      else
+        {
+          g_assert_error (item_error, MPG_ERROR, MPG_ERROR_WORKER_DIED);
+          g_assert_cmpuint (i, ==, 100);
+          died++;
+        }
+    }
+  g_assert_cmpuint (values, ==, n - 1);
+  g_assert_cmpuint (died, ==, 1);
+  assert_replaced_at_least (pool, 1);
+}
+
+typedef struct
+{
+  GCancellable *cancellable;
+  guint delay_ms;
+} CancelLater;
+
+static gpointer
+cancel_later (gpointer data)
+{
+  CancelLater *cl = data;
+
+  g_usleep ((gulong) cl->delay_ms * 1000);
+  g_cancellable_cancel (cl->cancellable);
+  return NULL;
+}
+
+static void
+test_pool_apply_direct (void)
+{
+  g_autoptr(MpgPool) pool = new_pool (2);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  CancelLater cl = { cancellable, 100 };
+  GThread *thread;
+  guint sleep_id, die_id;
+  gint64 start;
+
+  g_test_summary ("A blocking apply() reads its reply itself: cancelled, its late reply is "
+                  "dropped; its worker killed, it fails with WORKER_DIED; the pool works on");
+
+  sleep_id = add_function (pool, task_sleep, NULL, NULL);
+  die_id = add_function (pool, task_die_on_100, NULL, NULL);
+  result = map_ok (pool, die_id, int_items (4), 1);
+  g_clear_pointer (&result, g_variant_unref);
+
+  /* Cancelled while the task sleeps: back at once. */
+  thread = g_thread_new ("cancel", cancel_later, &cl);
+  start = g_get_monotonic_time ();
+  result = mpg_pool_apply (pool, sleep_id, g_variant_new_int32 (scaled (1500)), cancellable, &error);
+  g_thread_join (thread);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_assert_null (result);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, (gint64) scaled (1200) * 1000);
+  g_clear_error (&error);
+
+  /* The late reply is not anybody else's: each call gets its own. */
+  for (gint32 x = 1; x <= 20; x++)
+    g_assert_cmpint (apply_int (pool, die_id, g_variant_new_int32 (x)), ==, x * x);
+  g_assert_cmpint (apply_int (pool, sleep_id, g_variant_new_int32 (30)), ==, 30);
+
+  /* The worker dies under a blocking apply. */
+  result = mpg_pool_apply (pool, die_id, g_variant_new_int32 (100), NULL, &error);
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_WORKER_DIED);
+  g_assert_null (result);
+  for (gint32 x = 1; x <= 10; x++)
+    g_assert_cmpint (apply_int (pool, die_id, g_variant_new_int32 (x)), ==, x * x);
+  assert_replaced_at_least (pool, 1);
+}
+
 static const PoolTest tests[] = {
   { "/Mpg/Pool/construct", test_pool_construct },
   { "/Mpg/Pool/properties", test_pool_properties },
@@ -3647,6 +3764,8 @@ static const PoolTest tests[] = {
   { "/Mpg/Pool/imap/order", test_pool_imap },
   { "/Mpg/Pool/imap/error", test_pool_imap_error },
   { "/Mpg/Pool/chunk-function", test_pool_chunk_function },
+  { "/Mpg/Pool/pipelined-death", test_pool_pipelined_death },
+  { "/Mpg/Pool/apply-direct", test_pool_apply_direct },
   { "/Mpg/Pool/iterator/timeout", test_pool_iterator_timeout },
   { "/Mpg/Pool/iterator/async", test_pool_iterator_async },
   { "/Mpg/Pool/errors", test_pool_errors },
