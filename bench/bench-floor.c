@@ -393,10 +393,21 @@ w_transport (gboolean sock, unsigned count, size_t size)
   if (sock)
     {
       int sv[2];
+      int big = 4 << 20;
+
       if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         fail ("socketpair");
       rfd = sv[0];
       wfd = sv[1];
+      /* The machine's best: large socket buffers, fewer switches per MiB
+       * (beyond net.core.wmem_max only for root, hence both calls). */
+      for (int i = 0; i < 2; i++)
+        {
+          if (setsockopt (sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
+            setsockopt (sv[i], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+          if (setsockopt (sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+            setsockopt (sv[i], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+        }
     }
   else
     {

@@ -203,6 +203,7 @@ struct _MpgQueue
   guint maxsize;
   gboolean joinable;
   gsize max_message_size;
+  gsize max_buffer_size;      /* 0: no limit */
 
   /* Bit 0: closed. The rest counts the calls and sources using the fds,
    * in steps of STATE_USE. Atomic, without a lock that a fork could copy held. */
@@ -228,6 +229,7 @@ enum {
   PROP_MAXSIZE,
   PROP_JOINABLE,
   PROP_MAX_MESSAGE_SIZE,
+  PROP_MAX_BUFFER_SIZE,
   N_PROPS
 };
 
@@ -546,6 +548,10 @@ mpg_queue_get_property (GObject    *object,
       g_value_set_uint64 (value, mpg_queue_get_max_message_size (self));
       break;
 
+    case PROP_MAX_BUFFER_SIZE:
+      g_value_set_uint64 (value, mpg_queue_get_max_buffer_size (self));
+      break;
+
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -571,6 +577,10 @@ mpg_queue_set_property (GObject      *object,
 
     case PROP_MAX_MESSAGE_SIZE:
       mpg_queue_set_max_message_size (self, (gsize) MIN (g_value_get_uint64 (value), G_MAXSIZE));
+      break;
+
+    case PROP_MAX_BUFFER_SIZE:
+      mpg_queue_set_max_buffer_size (self, (gsize) MIN (g_value_get_uint64 (value), G_MAXSIZE));
       break;
 
     default:
@@ -622,6 +632,27 @@ mpg_queue_class_init (MpgQueueClass *klass)
   properties[PROP_MAX_MESSAGE_SIZE] =
     g_param_spec_uint64 ("max-message-size", NULL, NULL,
                          MPG_WIRE_HEADER_SIZE + 1, G_MAXSIZE, MPG_WIRE_DEFAULT_MAX,
+                         (G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgQueue:max-buffer-size:
+   *
+   * The most bytes of messages (serialised) that an unbounded queue
+   * keeps in this process's buffer, waiting for room in the socket (see
+   * the class's documentation); 0, the default, for no limit, as
+   * Python's queue.
+   *
+   * With a limit, a put() that would go beyond it waits until the feeder
+   * thread has sent enough, as a put() of a bounded queue waits for a
+   * slot: without @block, or past its timeout, it fails with
+   * %MPG_ERROR_FULL. A message is buffered whatever its size if the
+   * buffer is empty. Bounded queues (maxsize > 0) have no buffer.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_MAX_BUFFER_SIZE] =
+    g_param_spec_uint64 ("max-buffer-size", NULL, NULL,
+                         0, G_MAXSIZE, 0,
                          (G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS));
 
   g_object_class_install_properties (object_class, N_PROPS, properties);
@@ -750,6 +781,46 @@ mpg_queue_set_max_message_size (MpgQueue *self,
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MAX_MESSAGE_SIZE]);
 }
 
+/**
+ * mpg_queue_get_max_buffer_size:
+ * @self: a queue
+ *
+ * Gets [property@Mpg.Queue:max-buffer-size].
+ *
+ * Returns: the most bytes this process buffers, or 0 for no limit
+ *
+ * Since: 1.0
+ */
+gsize
+mpg_queue_get_max_buffer_size (MpgQueue *self)
+{
+  g_return_val_if_fail (MPG_IS_QUEUE (self), 0);
+
+  return self->max_buffer_size;
+}
+
+/**
+ * mpg_queue_set_max_buffer_size:
+ * @self: a queue
+ * @max_buffer_size: the most bytes to buffer, or 0 for no limit
+ *
+ * Sets [property@Mpg.Queue:max-buffer-size].
+ *
+ * Since: 1.0
+ */
+void
+mpg_queue_set_max_buffer_size (MpgQueue *self,
+                               gsize     max_buffer_size)
+{
+  g_return_if_fail (MPG_IS_QUEUE (self));
+
+  if (self->max_buffer_size == max_buffer_size)
+    return;
+
+  self->max_buffer_size = max_buffer_size;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MAX_BUFFER_SIZE]);
+}
+
 /* The feeder
  *
  * An unbounded queue's put() never blocks, as Python's: a message the
@@ -783,6 +854,7 @@ typedef struct
 {
   GVariant *value;          /* in normal form */
   GUnixFDList *fd_list;     /* copies of the caller's fds, or NULL */
+  gsize size;               /* of the value */
 } Pending;
 
 struct _Feeder
@@ -795,6 +867,8 @@ struct _Feeder
 
   /* Under feed_lock: */
   GQueue pending;           /* of Pending; the head is being sent */
+  gsize buffered;           /* bytes of the pending values */
+  guint room_waiters;       /* put()s waiting for max-buffer-size */
   gboolean running;         /* a thread feeds it, holding a reference */
   pid_t join_cancelled_by;
   Feeder *next_running;
@@ -873,6 +947,7 @@ feed_atfork_child (void)
       while ((link = g_queue_pop_head_link (&f->pending)) != NULL)
         g_queue_push_tail_link (&f->orphans, link);
       f->n_pending = 0;
+      f->buffered = 0;
       f->running = FALSE;
       f->next_running = NULL;
       if (f->orphan_refs++ == 0)
@@ -1045,6 +1120,9 @@ feeder_thread (void *data)
       g_mutex_lock (&feed_lock);
       g_queue_pop_head (&f->pending);
       g_atomic_int_add (&f->n_pending, -1);
+      f->buffered -= p->size;
+      if (f->room_waiters > 0)
+        g_cond_broadcast (&feed_cond);
       g_mutex_unlock (&feed_lock);
       pending_free (p);
       g_mutex_lock (&feed_lock);
@@ -1118,6 +1196,7 @@ feeder_push (MpgQueue  *self,
 
   g_queue_push_tail (&f->pending, p);
   g_atomic_int_inc (&f->n_pending);
+  f->buffered += p->size;
   ok = TRUE;
 
   if (!f->running)
@@ -1131,6 +1210,7 @@ feeder_push (MpgQueue  *self,
           feeder_unref (f);   /* not the last: the queue holds one */
           g_queue_pop_tail (&f->pending);
           g_atomic_int_add (&f->n_pending, -1);
+          f->buffered -= p->size;
           ok = FALSE;
         }
     }
@@ -1239,16 +1319,65 @@ pending_new (GVariant     *normal,
   p = g_new (Pending, 1);
   p->value = g_variant_ref (normal);
   p->fd_list = g_steal_pointer (&copy);
+  p->size = g_variant_get_size (normal);
 
   return p;
 }
 
+/* Waits until @size more bytes fit in this process's buffer of @self
+ * (max-buffer-size), or the buffer is empty. */
+static gboolean
+wait_for_buffer_room (MpgQueue      *self,
+                      gsize          size,
+                      gint64         deadline,
+                      GCancellable  *cancellable,
+                      GError       **error)
+{
+  gsize limit = self->max_buffer_size;
+  Feeder *f = g_atomic_pointer_get (&self->feeder);
+  gboolean ok = TRUE;
+
+  if (limit == 0 || f == NULL)
+    return TRUE;
+
+  g_mutex_lock (&feed_lock);
+  while (f->buffered > 0 && f->buffered + size > limit)
+    {
+      gint64 until = g_get_monotonic_time () + 50 * G_TIME_SPAN_MILLISECOND;
+
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        {
+          ok = FALSE;
+          break;
+        }
+      if (deadline >= 0 && g_get_monotonic_time () >= deadline)
+        {
+          g_set_error (error, MPG_ERROR, MPG_ERROR_FULL,
+                       "The queue's buffer in this process is full: %" G_GSIZE_FORMAT
+                       " bytes wait to be sent (max-buffer-size %" G_GSIZE_FORMAT ")",
+                       f->buffered, limit);
+          ok = FALSE;
+          break;
+        }
+      /* In slices, to notice a cancellation. */
+      f->room_waiters++;
+      g_cond_wait_until (&feed_cond, &feed_lock, deadline >= 0 ? MIN (deadline, until) : until);
+      f->room_waiters--;
+    }
+  g_mutex_unlock (&feed_lock);
+
+  return ok;
+}
+
 /* An unbounded queue's put: to the socket if nothing of this process waits
- * before it and there is room, else to the buffer. Never blocks. */
+ * before it and there is room, else to the buffer. Blocks only with a
+ * max-buffer-size. */
 static gboolean
 put_unbounded (MpgQueue     *self,
                GVariant     *value,
                GUnixFDList  *fd_list,
+               gint64        deadline,
+               GCancellable *cancellable,
                GError      **error)
 {
   Feeder *f = g_atomic_pointer_get (&self->feeder);
@@ -1279,6 +1408,9 @@ put_unbounded (MpgQueue     *self,
       if (!check_message (self, normal, fd_list, error))
         return FALSE;
     }
+
+  if (!wait_for_buffer_room (self, g_variant_get_size (normal), deadline, cancellable, error))
+    return FALSE;
 
   p = pending_new (normal, fd_list, error);
   if (p == NULL)
@@ -1371,7 +1503,7 @@ put_internal (MpgQueue      *self,
   else
     {
       g_atomic_int_inc (&self->shm->count);
-      ok = put_unbounded (self, owned, fd_list, &local_error);
+      ok = put_unbounded (self, owned, fd_list, deadline, cancellable, &local_error);
       if (!ok)
         g_atomic_int_add (&self->shm->count, -1);
     }
@@ -1420,7 +1552,9 @@ put_internal (MpgQueue      *self,
  * On an unbounded queue (maxsize 0) a put never waits and never fails
  * with %MPG_ERROR_FULL, whatever @block and @timeout_msec: a message the
  * socket has no room for waits in this process's buffer until a feeder
- * thread can send it (see the class's documentation). Either way, once
+ * thread can send it (see the class's documentation); unless
+ * [property@Mpg.Queue:max-buffer-size] limits that buffer, in which case
+ * a put that finds it full waits as @block and @timeout_msec say. Either way, once
  * this returns %TRUE the message is not lost if this process exits
  * normally: the exit waits until it was sent (see
  * [method@Mpg.Queue.cancel_join_thread]).

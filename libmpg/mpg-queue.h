@@ -54,6 +54,11 @@ MPG_AVAILABLE_IN_ALL
 void      mpg_queue_set_max_message_size  (MpgQueue             *self,
                                            gsize                 max_message_size);
 MPG_AVAILABLE_IN_ALL
+gsize     mpg_queue_get_max_buffer_size   (MpgQueue             *self);
+MPG_AVAILABLE_IN_ALL
+void      mpg_queue_set_max_buffer_size   (MpgQueue             *self,
+                                           gsize                 max_buffer_size);
+MPG_AVAILABLE_IN_ALL
 gboolean  mpg_queue_put                   (MpgQueue             *self,
                                            GVariant             *value,
                                            gboolean              block,

@@ -1802,6 +1802,76 @@ test_queue_initable (void)
 }
 
 /* ALL: run under every start method; the others in the fork run only. */
+static void
+test_queue_unbounded_buffer_limit (void)
+{
+  g_autoptr(MpgQueue) q = new_queue (0, FALSE);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GBytes) payload = NULL;
+  guint8 *data = g_malloc0 (16384);
+  guint puts = 0;
+  gint64 start;
+
+  g_test_summary ("max-buffer-size limits an unbounded queue's buffer: a put that would pass it "
+                  "fails with FULL (at once, or after its timeout), or waits for the feeder");
+
+  payload = g_bytes_new_take (data, 16384);
+  g_assert_cmpuint (mpg_queue_get_max_buffer_size (q), ==, 0);
+  mpg_queue_set_max_buffer_size (q, 65536);
+  g_assert_cmpuint (mpg_queue_get_max_buffer_size (q), ==, 65536);
+
+  /* Nobody takes: the socket fills, then the buffer, then FULL. */
+  for (;;)
+    {
+      GVariant *v = g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, payload, TRUE);
+
+      if (!mpg_queue_put (q, v, FALSE, 0, NULL, &error))
+        break;
+      puts++;
+      g_assert_cmpuint (puts, <, 100000);
+    }
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+  g_assert_nonnull (strstr (error->message, "max-buffer-size"));
+  g_test_message ("%u puts of 16 KiB before FULL: %s", puts, error->message);
+  g_clear_error (&error);
+  /* The refused ones are not counted. */
+  g_assert_cmpuint (mpg_queue_qsize (q), ==, puts);
+
+  /* With a timeout: FULL after it. */
+  start = g_get_monotonic_time ();
+  g_assert_false (mpg_queue_put (q, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, payload, TRUE),
+                                 TRUE, 150, NULL, &error));
+  g_assert_error (error, MPG_ERROR, MPG_ERROR_FULL);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, 140 * 1000);
+  g_clear_error (&error);
+
+  /* Cancelled while waiting. */
+  g_cancellable_cancel (cancellable);
+  g_assert_false (mpg_queue_put (q, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, payload, TRUE),
+                                 TRUE, -1, cancellable, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_clear_error (&error);
+
+  /* A reader makes room: every message comes, and a blocking put passes. */
+  for (guint i = 0; i < puts; i++)
+    {
+      g_autoptr(GVariant) got = mpg_queue_get (q, TRUE, WAIT_MS, NULL, &error);
+
+      g_assert_no_error (error);
+      g_assert_cmpuint (g_variant_get_size (got), ==, 16384);
+    }
+  g_assert_true (mpg_queue_put (q, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, payload, TRUE),
+                                TRUE, WAIT_MS, NULL, &error));
+  g_assert_no_error (error);
+  {
+    g_autoptr(GVariant) got = mpg_queue_get (q, TRUE, WAIT_MS, NULL, &error);
+
+    g_assert_no_error (error);
+  }
+  assert_empty_now (q);
+}
+
 typedef enum
 {
   ALL,
@@ -1846,6 +1916,7 @@ static const struct
    * with the queue object: a spawned child has neither. */
   { "unbounded/fork", test_queue_unbounded_fork, FORK_ONLY },
   { "unbounded/buffered-checks", test_queue_unbounded_buffered_checks, ONCE },
+  { "unbounded/buffer-limit", test_queue_unbounded_buffer_limit, ONCE },
   { "join-thread", test_queue_join_thread, ONCE },
   { "cancel-join-thread", test_queue_cancel_join_thread, ALL },
 };
