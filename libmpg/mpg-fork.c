@@ -35,7 +35,10 @@
  * fds, so that no child is ever forked holding a half-registered fd, and
  * guards the registry and the fork function. */
 static GMutex fork_lock;
-static GArray *library_fds;
+/* A plain array: a child empties it with a store, touching nothing else. */
+static int *library_fds;
+static guint n_library_fds;
+static guint library_fds_size;
 static MpgForkFunc fork_func;
 static gpointer fork_func_data;
 static GDestroyNotify fork_func_destroy;
@@ -94,19 +97,22 @@ _mpg_fork_set_func (MpgForkFunc    func,
 static void
 register_fd_locked (int fd)
 {
-  if (library_fds == NULL)
-    library_fds = g_array_new (FALSE, FALSE, sizeof (int));
-  g_array_append_val (library_fds, fd);
+  if (n_library_fds == library_fds_size)
+    {
+      library_fds_size = MAX (16, library_fds_size * 2);
+      library_fds = g_renew (int, library_fds, library_fds_size);
+    }
+  library_fds[n_library_fds++] = fd;
 }
 
 static void
 unregister_fd_locked (int fd)
 {
-  for (guint i = 0; library_fds != NULL && i < library_fds->len; i++)
+  for (guint i = 0; i < n_library_fds; i++)
     {
-      if (g_array_index (library_fds, int, i) == fd)
+      if (library_fds[i] == fd)
         {
-          g_array_remove_index_fast (library_fds, i);
+          library_fds[i] = library_fds[--n_library_fds];
           return;
         }
     }
@@ -288,15 +294,12 @@ child_setup (int   child_fd,
 
   /* Close the parent-side ends of other children's channels, so that their
    * end of file is seen when they exit, and forget them. */
-  for (guint i = 0; library_fds != NULL && i < library_fds->len; i++)
+  for (guint i = 0; i < n_library_fds; i++)
     {
-      int fd = g_array_index (library_fds, int, i);
-
-      if (fd != child_fd)
-        close (fd);
+      if (library_fds[i] != child_fd)
+        close (library_fds[i]);
     }
-  if (library_fds != NULL)
-    g_array_set_size (library_fds, 0);
+  n_library_fds = 0;
 
   /* The child's own end is a library fd that its children must not hold. */
   if (child_fd >= 0)
@@ -548,12 +551,10 @@ fork_common (ForkRequest  *req_in,
     }
 
   g_mutex_lock (&fork_lock);
+  /* pidfd_open() makes its fd close-on-exec. */
   pidfd = _mpg_pidfd_open (req.pid);
   if (pidfd >= 0)
-    {
-      fcntl (pidfd, F_SETFD, FD_CLOEXEC);
-      register_fd_locked (pidfd);
-    }
+    register_fd_locked (pidfd);
   g_mutex_unlock (&fork_lock);
 
   /* Without pidfds (an old kernel, or valgrind, which does not know the

@@ -161,7 +161,12 @@ static GParamSpec *properties[N_PROPS];
 G_LOCK_DEFINE_STATIC (globals);
 static GPtrArray *children;        /* started and not yet reaped, owned */
 static MpgProcess *current_process;
+/* In a child: the parent's pid, name and pidfd, taken at start; its object
+ * is made on first use, as most children never ask for it. */
 static MpgProcess *parent_process;
+static pid_t parent_pid;
+static char *parent_name;
+static int parent_pidfd = -1;
 static char *current_identity;     /* "" in the main process, "1:2" in a grandchild */
 static guint process_counter = 1;
 static gboolean atexit_registered;
@@ -171,6 +176,17 @@ static gboolean exiting;
 static __thread ProcessKind constructing_kind;
 
 #define RESULT_TYPE "(bmv(sis))"
+
+/* GLib formats a debug message before it decides to drop it; on the path
+ * of every start, reap and child, ask first. Children ask their parent's
+ * answer, taken at start, rather than look at the environment again. */
+static gboolean child_debug;
+#define debug_enabled() \
+  (!g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN))
+#define process_debug(...) \
+  G_STMT_START { if (debug_enabled ()) g_debug (__VA_ARGS__); } G_STMT_END
+#define child_process_debug(...) \
+  G_STMT_START { if (child_debug) g_debug (__VA_ARGS__); } G_STMT_END
 
 static void exit_function (void);
 
@@ -228,6 +244,17 @@ drain_result_locked (MpgProcess *self)
     }
 }
 
+static GBytes *no_result_frame (void);
+
+static gboolean
+no_result_frame_matches (GByteArray *buf)
+{
+  gsize len;
+  const guint8 *data = g_bytes_get_data (no_result_frame (), &len);
+
+  return buf->len == len && memcmp (buf->data, data, len) == 0;
+}
+
 static void
 decode_result_locked (MpgProcess *self)
 {
@@ -259,6 +286,10 @@ decode_result_locked (MpgProcess *self)
                                           priv->name, priv->exitcode);
       return;
     }
+
+  /* Most targets return nothing: that message is known byte for byte. */
+  if (no_result_frame_matches (priv->result_buf))
+    return;
 
   if (!_mpg_wire_decode (priv->result_buf->data, priv->result_buf->len,
                          MPG_WIRE_DEFAULT_MAX, &message, &consumed, &error))
@@ -383,7 +414,7 @@ exited:
   if (priv->n_waiters == 0)
     release_channel_locked (self);
 
-  g_debug ("%s (pid %d) reaped, exit code %d", priv->name, priv->pid, priv->exitcode);
+  process_debug ("%s (pid %d) reaped, exit code %d", priv->name, priv->pid, priv->exitcode);
 
   return TRUE;
 }
@@ -1062,6 +1093,47 @@ mpg_process_run (MpgProcess  *self,
  * checker does not count them as lost. */
 static GPtrArray *inherited;
 
+/* The message of a target that returned nothing, the common case: made
+ * once, before the first fork, so that children only read it. */
+static GBytes *
+no_result_frame (void)
+{
+  static GBytes *frame;
+
+  if (g_once_init_enter (&frame))
+    {
+      GBytes *made = _mpg_wire_encode (g_variant_new ("(bmv(sis))", TRUE, NULL, "", 0, ""),
+                                       NULL);
+
+      g_once_init_leave (&frame, made);
+    }
+
+  return frame;
+}
+
+/* Work that every forked child would repeat, on pages it would then copy,
+ * done once in the parent instead: the no-result message, GLib's one-time
+ * set-up of main contexts, the key of the thread-default context stack
+ * that child_run() pushes on, and GLib's record of this thread, which
+ * pushing a context looks up. (Not the global default context, which a
+ * child must not share with its parent: a child makes its own.) */
+static void
+prepare_fork_children (void)
+{
+  static gsize prepared;
+
+  if (g_once_init_enter (&prepared))
+    {
+      no_result_frame ();
+      g_main_context_unref (g_main_context_new ());
+      g_main_context_get_thread_default ();
+      g_thread_self ();
+      g_once_init_leave (&prepared, 1);
+    }
+
+  child_debug = debug_enabled ();
+}
+
 /* Runs the process's code in the child and sends the outcome to the
  * parent. Returns the exit code. */
 static int
@@ -1073,13 +1145,17 @@ child_run (MpgProcess *self,
   g_autoptr(GVariant) result = NULL;
   g_autoptr(GBytes) frame = NULL;
   g_autoptr(GError) error = NULL;
+  const guint8 *data = NULL;
+  gsize len = 0;
 
   g_main_context_push_thread_default (context);
 
   result = mpg_process_run (self, &error);
 
   /* A result that cannot be framed fails the process like an error. */
-  if (error == NULL)
+  if (error == NULL && result == NULL)
+    data = g_bytes_get_data (no_result_frame (), &len);
+  else if (error == NULL)
     frame = _mpg_wire_encode (g_variant_new ("(bmv(sis))", TRUE, result, "", 0, ""), &error);
 
   if (error != NULL)
@@ -1091,7 +1167,9 @@ child_run (MpgProcess *self,
                g_quark_to_string (error->domain), error->code);
     }
 
-  _mpg_write_all (result_fd, g_bytes_get_data (frame, NULL), g_bytes_get_size (frame));
+  if (frame != NULL)
+    data = g_bytes_get_data (frame, &len);
+  _mpg_write_all (result_fd, data, len);
 
   g_main_context_pop_thread_default (context);
 
@@ -1103,8 +1181,6 @@ static void
 enter_child (MpgProcess *self)
 {
   MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
-  MpgProcessPrivate *ppriv;
-  const char *parent_name;
 
   /* Locks other threads of the parent held at fork time stay locked in
    * the child, which has only this thread: start them afresh. */
@@ -1120,22 +1196,29 @@ enter_child (MpgProcess *self)
   g_ptr_array_add (inherited, g_steal_pointer (&children));
   g_ptr_array_add (inherited, current_identity);
   g_ptr_array_add (inherited, parent_process);
-  parent_name = current_process ? mpg_process_get_name (current_process) : "MainProcess";
+  g_free (parent_name);
+  if (current_process != NULL)
+    {
+      MpgProcessPrivate *cpriv = mpg_process_get_instance_private (current_process);
+
+      parent_name = g_strdup (cpriv->name);
+    }
+  else
+    parent_name = g_strdup ("MainProcess");
   g_ptr_array_add (inherited, current_process);
   process_counter = 1;
   current_identity = g_strdup (priv->identity);
   current_process = self;
+  parent_process = NULL;
   G_UNLOCK (globals);
 
-  constructing_kind = KIND_PARENT;
-  parent_process = g_object_new (MPG_TYPE_PROCESS, "name", parent_name, NULL);
-  constructing_kind = KIND_CHILD;
-  ppriv = mpg_process_get_instance_private (parent_process);
-  ppriv->pid = getppid ();
-  ppriv->pidfd = _mpg_pidfd_open (ppriv->pid);
-  if (ppriv->pidfd >= 0)
-    fcntl (ppriv->pidfd, F_SETFD, FD_CLOEXEC);
-  ppriv->state = STATE_RUNNING;
+  /* The pidfd now, while the parent is known to be alive (a pidfd is
+   * close-on-exec from the start); the parent's object when asked for.
+   * One inherited from our parent's own start is not ours to keep. */
+  if (parent_pidfd >= 0)
+    close (parent_pidfd);
+  parent_pid = getppid ();
+  parent_pidfd = _mpg_pidfd_open (parent_pid);
 
   priv->state = STATE_RUNNING;
   priv->pid = getpid ();
@@ -1145,7 +1228,7 @@ enter_child (MpgProcess *self)
   exiting = FALSE;
   atexit_registered = TRUE; /* this process leaves through exit_function() */
 
-  g_debug ("%s (pid %d) started", priv->name, priv->pid);
+  child_process_debug ("%s (pid %d) started", priv->name, priv->pid);
 }
 
 /* Runs in the child, after _mpg_fork()'s set-up. */
@@ -1165,7 +1248,7 @@ child_main (gpointer data)
    * of file tells the parent that this process is exiting. */
   exit_function ();
 
-  g_debug ("%s (pid %d) exiting with code %d", priv->name, priv->pid, exitcode);
+  child_process_debug ("%s (pid %d) exiting with code %d", priv->name, priv->pid, exitcode);
 
   fflush (NULL);
   _exit (exitcode);
@@ -1270,11 +1353,10 @@ _mpg_process_spawned_main (void)
   const char *name;
   gboolean daemon;
   GVariant *args;
-  gint32 parent_pid;
+  gint32 requester_pid;
   const char *identity;
   MpgProcess *self;
   MpgProcessPrivate *priv;
-  MpgProcessPrivate *ppriv;
   int exitcode;
 
   bootstrap = _mpg_channel_receive (4, MPG_WIRE_DEFAULT_MAX, -1, NULL, &fd_list, &error);
@@ -1287,7 +1369,7 @@ _mpg_process_spawned_main (void)
     }
 
   task = g_new0 (SpawnedTask, 1);
-  g_variant_get (bootstrap, "(s&sbmvi&s)", &task->name, &name, &daemon, &args, &parent_pid,
+  g_variant_get (bootstrap, "(s&sbmvi&s)", &task->name, &name, &daemon, &args, &requester_pid,
                  &identity);
   task->fd_list = fd_list;
 
@@ -1297,15 +1379,12 @@ _mpg_process_spawned_main (void)
 
   /* A forkserver child's parent is the process that asked for it, as in
    * multiprocessing, not the server. */
-  ppriv = mpg_process_get_instance_private (parent_process);
-  if (ppriv->pid != parent_pid)
+  if (parent_pid != requester_pid)
     {
-      if (ppriv->pidfd >= 0)
-        close (ppriv->pidfd);
-      ppriv->pid = parent_pid;
-      ppriv->pidfd = _mpg_pidfd_open (parent_pid);
-      if (ppriv->pidfd >= 0)
-        fcntl (ppriv->pidfd, F_SETFD, FD_CLOEXEC);
+      if (parent_pidfd >= 0)
+        close (parent_pidfd);
+      parent_pid = requester_pid;
+      parent_pidfd = _mpg_pidfd_open (requester_pid);
     }
   priv->args = args;
   priv->target = spawned_target;
@@ -1424,6 +1503,9 @@ mpg_process_start (MpgProcess  *self,
   cleanup_children ();
   g_mutex_lock (&priv->mutex);
 
+  if (method == MPG_START_METHOD_FORK)
+    prepare_fork_children ();
+
   if (!_mpg_fork_pipe (fds, error))
     goto failed;
 
@@ -1470,7 +1552,7 @@ mpg_process_start (MpgProcess  *self,
     }
   G_UNLOCK (globals);
 
-  g_debug ("%s forked as pid %d", priv->name, pid);
+  process_debug ("%s forked as pid %d", priv->name, pid);
 
   g_mutex_unlock (&priv->mutex);
 
@@ -1686,6 +1768,32 @@ join_on_cancelled (GCancellable *cancellable,
   return G_SOURCE_REMOVE;
 }
 
+static gboolean
+check_joinable_locked (MpgProcess  *self,
+                       GError     **error)
+{
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+
+  if (priv->closed)
+    g_set_error (error, MPG_ERROR, MPG_ERROR_CLOSED, "%s is closed", priv->name);
+  else if (self == current_process || priv->kind == KIND_MAIN)
+    g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                         "A process cannot join itself; only a child or the parent can be joined");
+  else if (priv->state == STATE_NEW)
+    g_set_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                 "%s cannot be joined: it has not been started", priv->name);
+  else if (priv->kind == KIND_CHILD && priv->owner_pid != getpid ())
+    g_set_error (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                 "%s is not a child of this process", priv->name);
+  else if (priv->kind == KIND_PARENT && priv->pidfd < 0)
+    g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                         "Joining the parent process needs pidfds (Linux 5.3 or later)");
+  else
+    return TRUE;
+
+  return FALSE;
+}
+
 static void
 join_async_internal (MpgProcess          *self,
                      gint                 timeout_msec,
@@ -1706,20 +1814,7 @@ join_async_internal (MpgProcess          *self,
 
   g_mutex_lock (&priv->mutex);
 
-  if (priv->closed)
-    error = g_error_new (MPG_ERROR, MPG_ERROR_CLOSED, "%s is closed", priv->name);
-  else if (self == current_process || priv->kind == KIND_MAIN)
-    error = g_error_new_literal (MPG_ERROR, MPG_ERROR_INVALID_STATE,
-                                 "A process cannot join itself; only a child or the parent can be joined");
-  else if (priv->state == STATE_NEW)
-    error = g_error_new (MPG_ERROR, MPG_ERROR_INVALID_STATE,
-                         "%s cannot be joined: it has not been started", priv->name);
-  else if (priv->kind == KIND_CHILD && priv->owner_pid != getpid ())
-    error = g_error_new (MPG_ERROR, MPG_ERROR_INVALID_STATE,
-                         "%s is not a child of this process", priv->name);
-  else if (priv->kind == KIND_PARENT && priv->pidfd < 0)
-    error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                                 "Joining the parent process needs pidfds (Linux 5.3 or later)");
+  check_joinable_locked (self, &error);
 
   if (error != NULL || priv->state == STATE_EXITED)
     {
@@ -1831,14 +1926,129 @@ mpg_process_join_finish (MpgProcess    *self,
   return g_task_propagate_boolean (G_TASK (result), error);
 }
 
-static void
-store_result (GObject      *object,
-              GAsyncResult *result,
-              gpointer      user_data)
+/* The wait of mpg_process_join(): on the child's pidfd (and its result
+ * pipe, so that a large result never blocks it) directly, rather than
+ * through a private main context and a GTask: this is on the path of every
+ * start and join, and of every exit. Same checks and outcomes as the
+ * asynchronous join. */
+static gboolean
+join_blocking (MpgProcess    *self,
+               gint           timeout_msec,
+               GCancellable  *cancellable,
+               GError       **error)
 {
-  GAsyncResult **out = user_data;
+  MpgProcessPrivate *priv = mpg_process_get_instance_private (self);
+  gint64 deadline;
+  GPollFD pfds[3];
+  GPollFD cancel_pfd;
+  gboolean have_cancel_fd = FALSE;
+  gboolean counted = FALSE;
+  gboolean ret = FALSE;
 
-  *out = g_object_ref (result);
+  g_mutex_lock (&priv->mutex);
+  if (!check_joinable_locked (self, error))
+    {
+      g_mutex_unlock (&priv->mutex);
+      return FALSE;
+    }
+  /* While we wait unlocked, the channel must stay open: another thread's
+   * reap releases it only when no one is waiting. */
+  if (priv->kind == KIND_CHILD)
+    {
+      priv->n_waiters++;
+      counted = TRUE;
+    }
+  g_mutex_unlock (&priv->mutex);
+
+  deadline = timeout_msec < 0 ? -1 : g_get_monotonic_time () + (gint64) timeout_msec * 1000;
+  if (cancellable != NULL)
+    have_cancel_fd = g_cancellable_make_pollfd (cancellable, &cancel_pfd);
+
+  for (;;)
+    {
+      gboolean reaped = FALSE;
+      gboolean exited;
+      guint n = 0;
+      gint timeout;
+
+      if (g_cancellable_set_error_if_cancelled (cancellable, error))
+        break;
+
+      g_mutex_lock (&priv->mutex);
+      if (priv->kind == KIND_PARENT)
+        exited = pidfd_is_readable (priv->pidfd);
+      else
+        {
+          reaped = poll_locked (self);
+          exited = priv->state == STATE_EXITED;
+        }
+      if (!exited)
+        {
+          if (priv->pidfd >= 0)
+            pfds[n++] = (GPollFD) { priv->pidfd, G_IO_IN, 0 };
+          if (priv->kind == KIND_CHILD && priv->result_fd >= 0 && !priv->result_eof)
+            pfds[n++] = (GPollFD) { priv->result_fd, G_IO_IN, 0 };
+        }
+      g_mutex_unlock (&priv->mutex);
+
+      if (reaped)
+        {
+          notify (self, properties[PROP_EXITCODE]);
+          forget_child (self);
+        }
+      if (exited)
+        {
+          ret = TRUE;
+          break;
+        }
+
+      if (deadline < 0)
+        timeout = -1;
+      else
+        {
+          gint64 now = g_get_monotonic_time ();
+
+          if (now >= deadline)
+            {
+              g_set_error (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
+                           "Timed out waiting for %s to end", mpg_process_get_name (self));
+              break;
+            }
+          timeout = (gint) MIN ((deadline - now + 999) / 1000, G_MAXINT);
+        }
+
+      /* Without a pidfd, the end of the result pipe says that the child is
+       * exiting and poll_locked() waits for it; should that leave nothing
+       * to wait on (a fork server that did not send the exit code yet),
+       * look again shortly rather than sleep for ever. */
+      if (n == 0 && (timeout < 0 || timeout > 10))
+        timeout = 10;
+
+      if (have_cancel_fd)
+        pfds[n++] = cancel_pfd;
+
+      if (g_poll (pfds, n, timeout) < 0 && errno != EINTR)
+        {
+          int saved_errno = errno;
+
+          g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                       "poll() failed: %s", g_strerror (saved_errno));
+          break;
+        }
+    }
+
+  if (have_cancel_fd)
+    g_cancellable_release_fd (cancellable);
+
+  if (counted)
+    {
+      g_mutex_lock (&priv->mutex);
+      if (--priv->n_waiters == 0 && priv->state == STATE_EXITED)
+        release_channel_locked (self);
+      g_mutex_unlock (&priv->mutex);
+    }
+
+  return ret;
 }
 
 /**
@@ -1850,7 +2060,8 @@ store_result (GObject      *object,
  *
  * Waits for the process to end and reaps it, as Python's `join(timeout)`.
  * Blocks the calling thread (from any thread, with or without a running
- * main loop: it iterates a private main context).
+ * main loop: it waits on the child's file descriptors and dispatches
+ * nothing meanwhile).
  *
  * Unlike Python's `join()`, which returns silently on timeout, this fails
  * with %MPG_ERROR_TIMEOUT when @timeout_msec expires, and with
@@ -1866,23 +2077,11 @@ mpg_process_join (MpgProcess    *self,
                   GCancellable  *cancellable,
                   GError       **error)
 {
-  g_autoptr(GMainContext) context = NULL;
-  g_autoptr(GAsyncResult) result = NULL;
-
   g_return_val_if_fail (MPG_IS_PROCESS (self), FALSE);
   g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  context = g_main_context_new ();
-  g_main_context_push_thread_default (context);
-
-  join_async_internal (self, timeout_msec, cancellable, store_result, &result);
-  while (result == NULL)
-    g_main_context_iteration (context, TRUE);
-
-  g_main_context_pop_thread_default (context);
-
-  return mpg_process_join_finish (self, result, error);
+  return join_blocking (self, timeout_msec, cancellable, error);
 }
 
 static gboolean
@@ -2128,7 +2327,39 @@ mpg_current_process (void)
 MpgProcess *
 mpg_parent_process (void)
 {
-  return parent_process;
+  MpgProcess *ret;
+  MpgProcess *made;
+
+  G_LOCK (globals);
+  ret = parent_process;
+  if (ret != NULL || parent_pid == 0)
+    {
+      G_UNLOCK (globals);
+      return ret;
+    }
+  G_UNLOCK (globals);
+
+  constructing_kind = KIND_PARENT;
+  made = g_object_new (MPG_TYPE_PROCESS, "name", parent_name, NULL);
+  constructing_kind = KIND_CHILD;
+
+  G_LOCK (globals);
+  if (parent_process == NULL)
+    {
+      MpgProcessPrivate *ppriv = mpg_process_get_instance_private (made);
+
+      /* The object owns the pidfd from now on. */
+      ppriv->pid = parent_pid;
+      ppriv->pidfd = parent_pidfd;
+      ppriv->state = STATE_RUNNING;
+      parent_pidfd = -1;
+      parent_process = g_steal_pointer (&made);
+    }
+  ret = parent_process;
+  G_UNLOCK (globals);
+
+  g_clear_object (&made);
+  return ret;
 }
 
 /**

@@ -57,6 +57,9 @@ G_MODULE_EXPORT GVariant *sleep_ms             (GVariant *arg, gpointer user_dat
 G_MODULE_EXPORT GVariant *return_large         (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *describe_self        (GVariant *arg, gpointer user_data, GError **error);
 G_MODULE_EXPORT GVariant *start_grandchild     (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *report_dispositions  (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *describe_parent      (GVariant *arg, gpointer user_data, GError **error);
+G_MODULE_EXPORT GVariant *describe_grandchild_parent (GVariant *arg, gpointer user_data, GError **error);
 
 
 GVariant *
@@ -1022,6 +1025,167 @@ start_grandchild (GVariant  *arg,
                         join ? mpg_process_get_exitcode (p) : -1);
 }
 
+/* The signals test_process_signals_reset() gives handlers in the parent. */
+#define HANDLED_SIGNAL (SIGRTMIN + 2)
+
+static void
+test_signal_handler (int sig)
+{
+}
+
+static gboolean
+is_default (int sig)
+{
+  struct sigaction sa;
+
+  return sigaction (sig, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL;
+}
+
+GVariant *
+report_dispositions (GVariant  *arg,
+                     gpointer   user_data,
+                     GError   **error)
+{
+  return g_variant_new ("(bbb)", is_default (SIGUSR2), is_default (HANDLED_SIGNAL),
+                        is_default (SIGPIPE));
+}
+
+static void
+test_process_signals_reset (void)
+{
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  struct sigaction handler, ignore, old_usr2, old_rt, old_pipe;
+  gboolean usr2_default, rt_default, pipe_default;
+
+  g_test_summary ("Signals the parent handles or ignores have their default disposition in the child");
+
+  memset (&handler, 0, sizeof handler);
+  handler.sa_handler = test_signal_handler;
+  memset (&ignore, 0, sizeof ignore);
+  ignore.sa_handler = SIG_IGN;
+  sigaction (SIGUSR2, &handler, &old_usr2);
+  sigaction (HANDLED_SIGNAL, &handler, &old_rt);
+  sigaction (SIGPIPE, &ignore, &old_pipe);
+
+  p = start_process (NULL, report_dispositions);
+  join_ok (p);
+
+  sigaction (SIGUSR2, &old_usr2, NULL);
+  sigaction (HANDLED_SIGNAL, &old_rt, NULL);
+  sigaction (SIGPIPE, &old_pipe, NULL);
+
+  g_assert_cmpint (mpg_process_get_exitcode (p), ==, 0);
+  result = mpg_process_dup_result (p, &error);
+  g_assert_no_error (error);
+  g_variant_get (result, "(bbb)", &usr2_default, &rt_default, &pipe_default);
+  g_assert_true (usr2_default);
+  g_assert_true (rt_default);
+  g_assert_true (pipe_default);
+}
+
+/* The pidfds this process holds. */
+static gint32
+count_pidfds (void)
+{
+  g_autoptr(GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+  const char *entry;
+  gint32 n = 0;
+
+  g_assert_nonnull (dir);
+  while ((entry = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *path = g_build_filename ("/proc/self/fd", entry, NULL);
+      g_autofree char *target = g_file_read_link (path, NULL);
+
+      if (target != NULL && g_str_equal (target, "anon_inode:[pidfd]"))
+        n++;
+    }
+  return n;
+}
+
+/* (parent_process() twice the same object, its name, its pid, pidfds) */
+GVariant *
+describe_parent (GVariant  *arg,
+                 gpointer   user_data,
+                 GError   **error)
+{
+  gint32 n_pidfds = count_pidfds ();
+  MpgProcess *parent = mpg_parent_process ();
+
+  if (parent == NULL)
+    return g_variant_new ("(bsii)", FALSE, "", -1, n_pidfds);
+
+  return g_variant_new ("(bsii)", parent == mpg_parent_process (), mpg_process_get_name (parent),
+                        mpg_process_get_pid (parent), n_pidfds);
+}
+
+/* Without ever asking for its own parent: starts a grandchild that
+ * describes its parent, and returns that with this process's pidfd count. */
+GVariant *
+describe_grandchild_parent (GVariant  *arg,
+                            gpointer   user_data,
+                            GError   **error)
+{
+  g_autoptr(MpgProcess) p = mpg_process_new (NULL, describe_parent, NULL, NULL);
+  gint32 n_pidfds = count_pidfds ();
+  g_autoptr(GVariant) result = NULL;
+
+  mpg_process_set_start_method (p, g_variant_get_int32 (arg));
+  if (!mpg_process_start (p, error) || !mpg_process_join (p, JOIN_TIMEOUT_MS, NULL, error))
+    return NULL;
+  result = mpg_process_dup_result (p, error);
+  if (result == NULL)
+    return NULL;
+  return g_variant_new ("(@(bsii)si)", result, mpg_process_get_name (mpg_current_process ()),
+                        n_pidfds);
+}
+
+static void
+test_process_parent_on_demand (void)
+{
+  g_autoptr(MpgProcess) p = NULL;
+  g_autoptr(MpgProcess) q = NULL;
+  g_autoptr(GVariant) result = NULL;
+  g_autoptr(GError) error = NULL;
+  gboolean same;
+  const char *name, *child_name;
+  gint32 pid, n_pidfds, child_n_pidfds;
+
+  g_test_summary ("parent_process() is one object, made on first use; a grandchild holds "
+                  "its parent's pidfd, not its grandparent's");
+
+  p = start_process (NULL, describe_parent);
+  join_ok (p);
+  result = mpg_process_dup_result (p, &error);
+  g_assert_no_error (error);
+  g_variant_get (result, "(b&sii)", &same, &name, &pid, &n_pidfds);
+  g_assert_true (same);
+  g_assert_cmpstr (name, ==, "MainProcess");
+  g_assert_cmpint (pid, ==, getpid ());
+  g_clear_pointer (&result, g_variant_unref);
+
+  q = start_process (g_variant_new_int32 (method), describe_grandchild_parent);
+  join_ok (q);
+  g_assert_cmpint (mpg_process_get_exitcode (q), ==, 0);
+  result = mpg_process_dup_result (q, &error);
+  g_assert_no_error (error);
+  g_variant_get (result, "((b&sii)&si)", &same, &name, &pid, &n_pidfds, &child_name,
+                 &child_n_pidfds);
+  g_assert_true (same);
+  g_assert_cmpstr (child_name, ==, mpg_process_get_name (q));
+  /* A spawned child is not told its parent's name (it says MainProcess). */
+  if (method == MPG_START_METHOD_FORK)
+    g_assert_cmpstr (name, ==, child_name);
+  if (method != MPG_START_METHOD_FORKSERVER)
+    g_assert_cmpint (pid, ==, mpg_process_get_pid (q));
+  /* The child counted its parent's pidfd; the grandchild has its parent's
+   * in its place (the child's own children's are closed in it). Without
+   * pidfds (under valgrind) both count none. */
+  g_assert_cmpint (n_pidfds, ==, child_n_pidfds);
+}
+
 static void
 test_process_nested (void)
 {
@@ -1381,13 +1545,17 @@ test_process_parent_killed (void)
 
   status = wait_orphan (child, 1000);
   g_assert_cmpint (status, !=, -1);
-  /* A forked child is killed by PR_SET_PDEATHSIG. A spawned one too, unless
-   * it was still starting — exec'ing, or reading its start message from the
-   * parent that just died — and ended by itself: either way, it is gone. */
-  if (method == MPG_START_METHOD_FORK || WIFSIGNALED (status))
+  /* Killed by PR_SET_PDEATHSIG; unless the parent died while the child was
+   * still starting — before its prctl() (a forked child then sees that its
+   * parent changed and exits), exec'ing, or reading its start message — and
+   * it ended by itself: either way, it is gone. */
+  if (WIFSIGNALED (status))
+    g_assert_cmpint (WTERMSIG (status), ==, SIGKILL);
+  else
     {
-      g_assert_true (WIFSIGNALED (status));
-      g_assert_cmpint (WTERMSIG (status), ==, SIGKILL);
+      g_assert_true (WIFEXITED (status));
+      if (method == MPG_START_METHOD_FORK)
+        g_assert_cmpint (WEXITSTATUS (status), ==, 1);
     }
   g_assert_cmpint (g_get_monotonic_time () - killed_at, <, G_USEC_PER_SEC);
   reap_new_orphans (before);
@@ -1510,6 +1678,8 @@ static const struct
   { "current-parent", test_process_current_parent, ALL },
   { "active-children", test_process_active_children, ALL },
   { "nested", test_process_nested, ALL },
+  { "signals-reset", test_process_signals_reset, ALL },
+  { "parent-on-demand", test_process_parent_on_demand, ALL },
   { "daemon", test_process_daemon, ALL },
   /* A spawn (and the forkserver's first start) from a thread that exits
    * must not be killed by PR_SET_PDEATHSIG either. */
