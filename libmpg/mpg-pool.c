@@ -534,11 +534,15 @@ call_item_is_done (Call  *call,
 static GVariant *
 call_build_fixed_result (Call *call)
 {
-  const GVariantType *type = g_variant_get_type (call->chunk_results[0]);
+  const GVariantType *type;
   gsize total = 0;
   guint8 *data;
   gsize offset = 0;
 
+  /* A first chunk done item by item (boxed, or with failures). */
+  if (call->chunk_results[0] == NULL)
+    return NULL;
+  type = g_variant_get_type (call->chunk_results[0]);
   if (!type_is_fixed_size (g_variant_type_element (type)))
     return NULL;
   for (guint c = 0; c < call->n_chunks; c++)

@@ -1508,6 +1508,10 @@ test_pool_map_types (void)
   result = map_ok (pool, mixed, int_items (4), 1);
   assert_variant (result, "av", "[<0>, <'1'>, <2>, <'3'>]");
   g_clear_pointer (&result, g_variant_unref);
+  /* Mixed within the first chunk too: that chunk comes boxed. */
+  result = map_ok (pool, mixed, int_items (4), 2);
+  assert_variant (result, "av", "[<0>, <'1'>, <2>, <'3'>]");
+  g_clear_pointer (&result, g_variant_unref);
 
   /* All results odd: homogeneous again. */
   result = map_ok (pool, mixed, g_variant_new_parsed ("[1, 3]"), 1);
