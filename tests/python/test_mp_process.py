@@ -346,6 +346,11 @@ def test_glib_layer_still_works_on_the_same_class():
     'Mpg.Queue().get()',
     'p = Mpg.Process(target=time.sleep, args=(30,)); p.start(); p.join()',
     'Mpg.Pool(1).map(time.sleep, [30])',
+    'Mpg.Pool(1).apply(time.sleep, (30,))',
+    'Mpg.Pool(1).starmap(time.sleep, [(30,)])',
+    'next(Mpg.Pool(1).imap(time.sleep, [30]))',
+    'Mpg.get_context("spawn").Pool(1).apply(time.sleep, (30,))',
+    'Mpg.get_context("forkserver").Pool(1).map(time.sleep, [30, 30])',
     'Mpg.Pool(1).apply_async(time.sleep, (30,)).get()',
     'a, b = Mpg.Pipe(); a.recv()',
 ])
@@ -365,3 +370,48 @@ def test_ctrl_c_interrupts_a_blocking_wait(wait):
                 c.kill()
     """ % wait)
     assert out == 'interrupted True\n', err
+
+
+# A blocking call that Ctrl-C interrupted is cancelled: the pool goes on
+# (and the next call is not interrupted by the same Ctrl-C), in the main
+# thread, with Python's SIGINT handler or another, and in another thread.
+@pytest.mark.parametrize('handler', ['default', 'custom', 'wakeup fd'])
+def test_ctrl_c_in_a_blocking_pool_call_leaves_the_pool_usable(handler):
+    out, err, status = run_python("""
+        import os, signal, threading, time
+        import gi
+        gi.require_version('Mpg', '1.0')
+        from gi.repository import Mpg
+
+        def interrupt(*args):
+            raise KeyboardInterrupt
+
+        import socket
+        if %r == 'custom':
+            signal.signal(signal.SIGINT, interrupt)
+        elif %r == 'wakeup fd':
+            # Someone else's wakeup fd, which must stay.
+            r, w = socket.socketpair()
+            w.setblocking(False)
+            signal.set_wakeup_fd(w.fileno())
+        # A cancelled task runs to its end: a worker for each, one free.
+        pool = Mpg.Pool(3)
+        for call in (lambda: pool.apply(time.sleep, (30,)),
+                     lambda: pool.map(time.sleep, [30])):
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            start = time.monotonic()
+            try:
+                call()
+            except KeyboardInterrupt:
+                print('interrupted', time.monotonic() - start < 5)
+            print(pool.apply(abs, (-2,)), pool.map(abs, [-1, -2]))
+        out = []
+        t = threading.Thread(target=lambda: out.append(pool.apply(abs, (-5,))))
+        t.start()
+        t.join()
+        print(out, signal.set_wakeup_fd(-1) == (w.fileno() if %r == 'wakeup fd' else -1))
+        pool.terminate()
+        pool.join()
+    """ % (handler, handler, handler))
+    assert out == ('interrupted True\n2 [1, 2]\n' * 2) + '[5] True\n', err
+    assert status == 0

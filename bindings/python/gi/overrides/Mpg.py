@@ -36,10 +36,12 @@ import collections
 import ctypes
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import queue as _queue
 import select
+import signal
 import sys
 import threading
 import time
@@ -179,6 +181,16 @@ class _Deadline:
         return self.end is not None and time.monotonic() >= self.end
 
 
+_SLICE_MS = int(_SLICE_S * 1000)
+
+
+def _reraise_interrupt(e):
+    # See _sliced().
+    if str(e) == 'Converting the GError failed':
+        raise KeyboardInterrupt from None
+    raise e
+
+
 def _sliced(func, *args):
     # A slice of a blocking C call. When Ctrl-C comes while PyGObject turns
     # the slice's timeout GError into an exception, the KeyboardInterrupt
@@ -214,6 +226,7 @@ _FIXED_ARRAYS = {
     'an': ('h', None), 'aq': ('H', None),
 }
 _FAST_LISTS = {int: 'ax', float: 'ad'}
+_FAST_ELEMENTS = (int, float, bool, str)
 _FAST_TYPES = {k: GLib.VariantType.new(k) for k in ('ax', 'ad', 'ab')}
 
 _SENDABLE = ('None, bool, int (64-bit), float, str, bytes, list, tuple, '
@@ -251,25 +264,37 @@ def _encode_str(value):
     return _tagged('str', GLib.Variant.new_from_bytes(_T_AY, GLib.Bytes.new(data), True))
 
 
+def _fast_array(value):
+    # A non-empty list of only ints (64-bit), floats, bools or plain strs
+    # as one ax, ad, ab or as, built at once; None for any other list.
+    t = type(value[0])
+    if t not in _FAST_ELEMENTS:
+        return None
+    types = set(map(type, value))
+    if len(types) != 1:
+        return None
+    fast = _FAST_LISTS.get(t)
+    if fast is not None:
+        try:
+            data = array.array(_FIXED_ARRAYS[fast][0], value).tobytes()
+        except OverflowError:
+            return None
+        return GLib.Variant.new_from_bytes(_FAST_TYPES[fast], GLib.Bytes.new(data), True)
+    if t is bool:
+        return GLib.Variant.new_from_bytes(_FAST_TYPES['ab'], GLib.Bytes.new(bytes(value)), True)
+    if '\0' not in ''.join(value):
+        try:
+            return GLib.Variant.new_strv(value)
+        except UnicodeError:
+            pass
+    return None
+
+
 def _encode_list(value, where, depth):
     if value:
-        t = type(value[0])
-        fast = _FAST_LISTS.get(t)
-        if fast is not None and all(type(x) is t for x in value):
-            try:
-                data = array.array(_FIXED_ARRAYS[fast][0], value).tobytes()
-            except OverflowError:
-                pass
-            else:
-                return GLib.Variant.new_from_bytes(_FAST_TYPES[fast], GLib.Bytes.new(data), True)
-        elif t is bool and all(type(x) is bool for x in value):
-            return GLib.Variant.new_from_bytes(_FAST_TYPES['ab'], GLib.Bytes.new(bytes(value)), True)
-        elif t is str and all(type(x) is str for x in value):
-            if not any('\0' in x for x in value):
-                try:
-                    return GLib.Variant.new_strv(value)
-                except UnicodeError:
-                    pass
+        fast = _fast_array(value)
+        if fast is not None:
+            return fast
     return GLib.Variant.new_array(_T_V, [
         GLib.Variant.new_variant(_encode(x, '%s[%d]' % (where, i), depth))
         for i, x in enumerate(value)])
@@ -616,10 +641,12 @@ def _get_handler():
 
 
 def _after_fork_in_child():
-    global _handler, _handler_lock
+    global _handler, _handler_lock, _sigint_watch
     _handler = None
     _handler_lock = threading.Lock()
-
+    if _sigint_watch is not None:
+        _sigint_watch.close_in_child()
+        _sigint_watch = None
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -948,6 +975,18 @@ class Queue(Mpg.Queue):
 
     def _mp_put(self, obj, block=True, timeout=None):
         value = to_variant(obj, 'obj')
+        if block and timeout is None:
+            # The common case, with as little as possible around the C
+            # call: a slice at a time, so that Ctrl-C is seen.
+            while True:
+                try:
+                    _GIQueue.put(self, value, True, _SLICE_MS, None)
+                    return None
+                except GLib.Error as e:
+                    if not _is_mpg_error(e, Mpg.Error.FULL):
+                        raise _queue_error(e) from None
+                except RuntimeError as e:
+                    _reraise_interrupt(e)
         if not block:
             timeout = 0
         deadline = _Deadline(timeout)
@@ -967,6 +1006,15 @@ class Queue(Mpg.Queue):
         return self._mp_get(*args, **kwargs)
 
     def _mp_get(self, block=True, timeout=None):
+        if block and timeout is None:
+            while True:
+                try:
+                    return from_variant(_GIQueue.get(self, True, _SLICE_MS, None))
+                except GLib.Error as e:
+                    if not _is_mpg_error(e, Mpg.Error.EMPTY):
+                        raise _queue_error(e) from None
+                except RuntimeError as e:
+                    _reraise_interrupt(e)
         if not block:
             timeout = 0
         deadline = _Deadline(timeout)
@@ -1113,11 +1161,14 @@ class Connection(Mpg.Connection):
     def recv(self, *args, **kwargs):
         if not self._mpg_mp:
             return _GIConnection.recv(self, *args, **kwargs)
-        self._wait_readable(None)
         try:
-            return from_variant(_GIConnection.recv(self, None))
+            # One blocking C call, which Ctrl-C cancels (see _blocking()).
+            return from_variant(_blocking(self._gi_recv))
         except GLib.Error as e:
             raise _connection_error(e) from None
+
+    def _gi_recv(self, cancellable):
+        return _GIConnection.recv(self, cancellable)
 
     def poll(self, *args, **kwargs):
         if not self._mpg_mp:
@@ -1204,13 +1255,10 @@ __all__.append('Pipe')
 # Pools
 
 
-def _wait_interruptibly(start, finish, cancellable):
-    # Runs an async call to completion in a thread of its own, with a
-    # private main context, while this thread waits on an Event: Python runs
-    # signal handlers only in the main thread, and a KeyboardInterrupt
-    # raised inside a callback that GLib invokes is printed and lost by
-    # PyGObject. Event.wait() raises it here instead; the call is then
-    # cancelled.
+def _wait_in_thread(call, cancellable):
+    # Runs call(c), a blocking C call, in a thread of its own while this
+    # thread waits on an Event, where Python runs its signal handlers; if
+    # one raises (Ctrl-C), the call is cancelled through c.
     own = Gio.Cancellable()
     if cancellable is not None:
         cancellable.connect(own.cancel)
@@ -1218,23 +1266,16 @@ def _wait_interruptibly(start, finish, cancellable):
     box = {}
 
     def run():
-        context = GLib.MainContext.new()
-        context.push_thread_default()
         try:
-            results = []
-            start(own, lambda source, res, *args: results.append(res))
-            while not results:
-                context.iteration(True)
-            box['value'] = finish(results[0])
+            box['value'] = call(own)
         except BaseException as e:  # noqa: B902
             box['error'] = e
         finally:
-            context.pop_thread_default()
             done.set()
 
     threading.Thread(target=run, name='mpg-wait', daemon=True).start()
     try:
-        while not done.wait(0.1):
+        while not done.wait(_SLICE_S):
             pass
     except BaseException:
         own.cancel()
@@ -1243,6 +1284,120 @@ def _wait_interruptibly(start, finish, cancellable):
     if 'error' in box:
         raise box['error']
     return box['value']
+
+
+class _SigintWatch:
+    """Cancels the main thread's blocking call when Ctrl-C comes.
+
+    Python runs its signal handlers in the main thread between two
+    bytecodes, never while that thread waits in C. But its C-level handler
+    writes the signal's number to the wakeup fd (signal.set_wakeup_fd()),
+    which a thread of this module reads: it cancels the GCancellable of the
+    call, which then returns at once, and the KeyboardInterrupt is raised
+    as soon as the main thread is back in Python."""
+
+    def __init__(self):
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.cancellable = Gio.Cancellable()
+        self.dirty = False          # cancellable may be cancelled
+        self.current = None
+        self.thread = threading.Thread(target=self._run, name='mpg-sigint', daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                data = os.read(self.read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGINT in data:
+                current = self.current
+                if current is not None:
+                    self.dirty = True
+                    current.cancel()
+
+    def close_in_child(self):
+        # In a forked child, where the thread does not exist (and the fork
+        # may have come while the main thread waited, the fd set).
+        try:
+            old = signal.set_wakeup_fd(-1)
+            if old not in (-1, self.write_fd):
+                signal.set_wakeup_fd(old)
+        except ValueError:
+            pass
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+_sigint_watch = None
+try:
+    # Without signal.getsignal()'s conversion to an enum.
+    from _signal import getsignal as _getsignal
+except ImportError:
+    _getsignal = signal.getsignal
+
+
+def _blocking(call, cancellable=None):
+    """Runs call(c), a blocking C call that returns at once, failing with
+    G_IO_ERROR_CANCELLED, when the GCancellable c is cancelled, so that
+    Ctrl-C raises KeyboardInterrupt (and cancels the call) while it waits.
+    cancellable, if given, cancels it too.
+
+    In the main thread with Python's own SIGINT handler, call runs right
+    here (PyGObject lets other threads run meanwhile) and _SigintWatch
+    cancels it on Ctrl-C. With another handler (which may not raise), the
+    call runs in a thread of its own while this one waits, as any Python
+    code does. Other threads get no KeyboardInterrupt: call runs as is."""
+    global _sigint_watch
+    if threading.current_thread() is not threading.main_thread():
+        return call(cancellable)
+    if _getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return _wait_in_thread(call, cancellable)
+    watch = _sigint_watch
+    if watch is None:
+        watch = _sigint_watch = _SigintWatch()
+    if watch.dirty:
+        watch.cancellable = Gio.Cancellable()
+        watch.dirty = False
+    own = watch.cancellable
+    linked = 0
+    mine = False
+    try:
+        if cancellable is not None:
+            watch.dirty = True
+            linked = cancellable.connect(own.cancel)
+        mine = True
+        old = signal.set_wakeup_fd(watch.write_fd)
+        if old != -1:
+            # The wakeup fd is someone else's: leave it alone.
+            mine = False
+            signal.set_wakeup_fd(old)
+            return _wait_in_thread(call, cancellable)
+        watch.current = own
+        try:
+            return call(own)
+        except GLib.Error as e:
+            error = e
+        except RuntimeError as e:
+            # Ctrl-C while PyGObject made the GError an exception: it
+            # printed the KeyboardInterrupt and raised this instead.
+            if str(e) != 'Converting the GError failed':
+                raise
+            raise KeyboardInterrupt from None
+    finally:
+        watch.current = None
+        if mine:
+            signal.set_wakeup_fd(-1)
+        if linked:
+            cancellable.disconnect(linked)
+    # Outside the except clause: the pending KeyboardInterrupt, raised by
+    # the next call, does not come with the GError as its context.
+    if own.is_cancelled() and (cancellable is None or not cancellable.is_cancelled()):
+        raise KeyboardInterrupt
+    raise error
 
 
 _GIPool = Mpg.Pool
@@ -1268,6 +1423,44 @@ def _call_variant(args, kwargs, where):
         GLib.Variant.new_variant(to_variant(dict(kwargs or {}), 'kwds'))))
 
 
+def _call_args(args, kwargs):
+    """What the call function of a callable (see Pool._mpg_function())
+    gets for func(*args, **kwargs): the arguments as a list (an ax for ints
+    only...), a lone int, float or bool as itself, or the call envelope
+    when there are keyword arguments."""
+    if kwargs:
+        return _call_variant(args, kwargs, 'args')
+    if len(args) == 1 and type(args[0]) in _SCALARS:
+        # A lone number or bool: itself (no array to build and read).
+        return _encode(args[0], 'args[0]', 1)
+    return _encode_list(list(args), 'args', 1)
+
+
+_SCALARS = (int, float, bool)
+
+
+def _make_call_task(func):
+    # The function that a worker runs for one call of a Python callable
+    # (apply, apply_async, an executor's submit): its argument is the list
+    # of positional arguments, or a call envelope. What func raises comes
+    # back as a value, ('mpg:exc', <info>), that the parent raises again.
+    def task(arg):
+        try:
+            c = arg.get_type_string()[0]
+            if c == 'a':
+                result = func(*from_variant(arg))
+            elif c != '(':
+                result = func(from_variant(arg))
+            else:
+                args, kwargs = from_variant(arg.get_child_value(1).get_variant())
+                result = func(*args, **kwargs)
+            return to_variant(result, 'the result')
+        except Exception as e:  # noqa: B902
+            return _exception_to_variant(e)
+
+    return task
+
+
 def _is_call(variant):
     return (variant is not None and variant.get_type_string() == '(sv)'
             and variant.get_child_value(0).get_string() == _TAG_PREFIX + 'call')
@@ -1288,6 +1481,115 @@ def _make_pool_task(func):
             return to_variant(result, 'the result')
         except Exception as e:  # noqa: B902
             return _exception_to_variant(e)
+
+    return task
+
+
+class _Args:
+    """The arguments of one call (a call envelope's content) in a chunk."""
+
+    __slots__ = ('args', 'kwargs')
+
+    def __init__(self, args, kwargs):
+        self.args = args
+        self.kwargs = kwargs
+
+
+def _decode_boxed_item(variant):
+    # An item of an av or a(sv) chunk: a call envelope becomes _Args, any
+    # other value its Python value.
+    if variant.get_type_string() == '(sv)':
+        tag = variant.get_child_value(0).get_string()
+        if tag == _TAG_PREFIX + 'call':
+            return _Args(*from_variant(variant.get_child_value(1).get_variant()))
+    return from_variant(variant)
+
+
+def _decode_chunk(items):
+    """The items of a chunk as a list, and how to call the function on
+    them: 'map' (func(item)), 'star' (they are the tuples of positional
+    arguments of calls) or 'calls' (some are _Args)."""
+    ts = items.get_type_string()
+    if ts == 'av':
+        get = items.get_child_value
+        values = [_decode_boxed_item(get(i).get_variant()) for i in range(items.n_children())]
+    elif ts == 'a(sv)':
+        get = items.get_child_value
+        values = [_decode_boxed_item(get(i)) for i in range(items.n_children())]
+    else:
+        fixed = _FIXED_ARRAYS.get(ts)
+        if fixed is not None:
+            # Iterated as is: no list of the items.
+            values = array.array(fixed[0])
+            values.frombytes(items.get_data_as_bytes().get_data())
+            return values, 'map'
+        return from_variant(items), 'map'
+    if not any(type(v) is _Args for v in values):
+        return values, 'map'
+    if all(type(v) is _Args and not v.kwargs for v in values):
+        return [v.args for v in values], 'star'
+    return values, 'calls'
+
+
+def _encode_chunk_results(results, failures):
+    # One array for the results of a chunk, where a failed item (or a
+    # result that cannot be sent) is its ('mpg:exc', <info>) value: built
+    # at once for numbers, bools and strs; otherwise an aT when all have
+    # the type T, as the pool makes for item-by-item functions, or an av.
+    if not failures and results:
+        fast = _fast_array(results)
+        if fast is not None:
+            return fast
+    values = []
+    for i, result in enumerate(results):
+        value = failures.get(i) if failures else None
+        if value is None:
+            try:
+                value = _encode(result, 'the result', 0)
+            except Exception as e:  # noqa: B902
+                value = _exception_to_variant(e)
+        values.append(value)
+    types = {v.get_type_string() for v in values}
+    if len(types) == 1:
+        return GLib.Variant.new_array(GLib.VariantType.new(types.pop()), values)
+    return GLib.Variant.new_array(_T_V, [GLib.Variant.new_variant(v) for v in values])
+
+
+def _make_chunk_task(func):
+    # The chunk function that a worker runs for a Python callable: the
+    # chunk's items are decoded at once (a typed array in one go), func is
+    # called on each (a call envelope is func(*args, **kwargs)), and the
+    # results are encoded at once. An item whose call raises comes back as
+    # its ('mpg:exc', <info>) value, which the parent raises again for that
+    # item only, as _make_pool_task() does.
+    def task(items):
+        values, how = _decode_chunk(items)
+        results = []
+        failures = None
+        it = iter(values)
+        while True:
+            # A failing item stops extend(), which keeps the results before
+            # it; the next round goes on from the item after it. func is
+            # called from this frame (map() and starmap() add none), which
+            # the remote traceback skips.
+            try:
+                if how == 'map':
+                    results.extend(map(func, it))
+                elif how == 'star':
+                    results.extend(itertools.starmap(func, it))
+                else:
+                    for v in it:
+                        if type(v) is _Args:
+                            results.append(func(*v.args, **v.kwargs))
+                        else:
+                            results.append(func(v))
+                break
+            except Exception as e:  # noqa: B902
+                if failures is None:
+                    failures = {}
+                failures[len(results)] = _exception_to_variant(e)
+                results.append(None)
+        return _encode_chunk_results(results, failures)
 
     return task
 
@@ -1361,16 +1663,14 @@ class IMapIterator:
         return self
 
     def next(self, timeout=None):
-        deadline = _Deadline(timeout)
-        while True:
-            try:
-                ok, value = _sliced(self._it.next, deadline.slice_ms(), None)
-                break
-            except GLib.Error as e:
-                if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
-                    raise _pool_error(e) from None
-            if deadline.expired():
-                raise TimeoutError
+        # One blocking C call, which Ctrl-C cancels (see _blocking()).
+        msec = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        try:
+            ok, value = _blocking(lambda c: self._it.next(msec, c))
+        except GLib.Error as e:
+            if _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                raise TimeoutError from None
+            raise _pool_error(e) from None
         if value is None:
             raise StopIteration
         return _decode_result(value)
@@ -1391,8 +1691,9 @@ class Pool(Mpg.Pool):
     imap_unordered, starmap, starmap_async, close, terminate, join(),
     `with` (leaving it terminates). Any callable works, lambdas and
     closures made just before the call included: the workers are forked.
-    The pool keeps one C function id per callable, so that calls of the
-    same callable reuse warm workers.
+    The pool keeps C function ids per callable (a chunk function for the
+    maps, a function for single calls), so that calls of the same
+    callable reuse warm workers.
 
     Given a function id from add_function() instead of a callable, the
     same methods are the GLib layer's, with GVariants, chunksize 0 for
@@ -1460,9 +1761,23 @@ class Pool(Mpg.Pool):
     def add_function(self, func, *user_data):
         return Mpg.Pool.add_function(self, _wrap_task(func), *user_data)
 
+    def add_chunk_function(self, func, *user_data):
+        # What func raises fails the chunk's items with its traceback.
+        return Mpg.Pool.add_chunk_function(self, _wrap_task(func), *user_data)
+
     # -- the multiprocessing layer's machinery
 
     def _mpg_function(self, func):
+        """The id of the chunk function that maps func over a chunk of
+        items (map, starmap, imap, imap_unordered)."""
+        return self._mpg_functions_of(func)[0]
+
+    def _mpg_call_function(self, func):
+        """The id of the function that runs one call of func (apply,
+        apply_async): its item is the list of arguments, see _call_args()."""
+        return self._mpg_functions_of(func)[1]
+
+    def _mpg_functions_of(self, func):
         if not callable(func):
             raise TypeError('%r is not callable' % (func,))
         with _functions_lock:
@@ -1477,24 +1792,33 @@ class Pool(Mpg.Pool):
             entry = cache.get(key)
             if entry is not None:
                 cache.move_to_end(key)
-                return entry[0]
+                return entry
+            # Two functions per callable, added together (a fork pool
+            # replaces its workers once for both): a chunk function, which
+            # a worker runs once for a whole chunk of items and which sends
+            # their results back in one array; and a function for single
+            # calls, which needs no array around its argument and result.
             if self.props.start_method != Mpg.StartMethod.FORK:
-                fid = _GIPool.add_named_function(self, 'pool:' + _task_name(func, 'a pool task'))
+                name = _task_name(func, 'a pool task')
+                entry = (_GIPool.add_named_chunk_function(self, 'chunk:' + name),
+                         _GIPool.add_named_function(self, 'call:' + name), func)
             else:
-                fid = _GIPool.add_function(self, _wrap_task(_make_pool_task(func)))
-            cache[key] = (fid, func)
+                entry = (_GIPool.add_chunk_function(self, _wrap_task(_make_chunk_task(func))),
+                         _GIPool.add_function(self, _wrap_task(_make_call_task(func))), func)
+            cache[key] = entry
             if len(cache) > _MAX_FUNCTIONS:
-                _, (old, _) = cache.popitem(last=False)
-                _GIPool.remove_function(self, old)
-            return fid
+                _, old = cache.popitem(last=False)
+                _GIPool.remove_function(self, old[0])
+                _GIPool.remove_function(self, old[1])
+            return entry
 
     def _check_running(self):
         if self.__dict__.get('_mpg_closed'):
             raise ValueError('Pool not running')
 
-    def _mpg_wait(self, start, finish, decode):
+    def _mpg_wait(self, call, decode):
         try:
-            return decode(_wait_interruptibly(start, finish, None))
+            return decode(_blocking(call))
         except GLib.Error as e:
             raise _pool_error(e) from None
 
@@ -1517,9 +1841,17 @@ class Pool(Mpg.Pool):
 
     @staticmethod
     def _items(iterable):
-        if not isinstance(iterable, (list, tuple)):
+        if type(iterable) is range:
+            # Ints by construction: no list, no check of their types.
+            try:
+                data = array.array('q', iterable).tobytes()
+            except OverflowError:
+                pass
+            else:
+                return GLib.Variant.new_from_bytes(_FAST_TYPES['ax'], GLib.Bytes.new(data), True)
+        if type(iterable) is not list:
             iterable = list(iterable)
-        return _encode_list(list(iterable), 'iterable', 1)
+        return _encode_list(iterable, 'iterable', 1)
 
     @staticmethod
     def _star_items(iterable):
@@ -1534,17 +1866,13 @@ class Pool(Mpg.Pool):
         return self._mp_apply(func, *args, **kwargs)
 
     def _gi_apply(self, function, arg, cancellable=None):
-        return _wait_interruptibly(
-            lambda c, cb: Mpg.Pool.apply_async(self, function, arg, c, cb),
-            lambda res: Mpg.Pool.apply_finish(self, res), cancellable)
+        return _blocking(lambda c: _GIPool.apply(self, function, arg, c), cancellable)
 
     def _mp_apply(self, func, args=(), kwds={}):
         self._check_running()
-        fid = self._mpg_function(func)
-        arg = _call_variant(args, kwds, 'args')
-        return self._mpg_wait(
-            lambda c, cb: _GIPool.apply_async(self, fid, arg, c, cb),
-            lambda res: _GIPool.apply_finish(self, res), _decode_result)
+        fid = self._mpg_call_function(func)
+        arg = _call_args(args, kwds)
+        return self._mpg_wait(lambda c: _GIPool.apply(self, fid, arg, c), _decode_result)
 
     def map(self, func, *args, **kwargs):
         if not callable(func):
@@ -1552,18 +1880,15 @@ class Pool(Mpg.Pool):
         return self._mp_map(func, *args, **kwargs)
 
     def _gi_map(self, function, items, chunksize=0, cancellable=None):
-        return _wait_interruptibly(
-            lambda c, cb: Mpg.Pool.map_async(self, function, items, chunksize, c, cb),
-            lambda res: Mpg.Pool.map_finish(self, res), cancellable)
+        return _blocking(lambda c: _GIPool.map(self, function, items, chunksize, c), cancellable)
 
     def _mp_map(self, func, iterable, chunksize=None):
         self._check_running()
         fid = self._mpg_function(func)
         items = self._items(iterable)
         chunksize = self._chunksize(chunksize)
-        return self._mpg_wait(
-            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
-            lambda res: _GIPool.map_finish(self, res), _decode_results)
+        return self._mpg_wait(lambda c: _GIPool.map(self, fid, items, chunksize, c),
+                              _decode_results)
 
     def starmap(self, func, *args, **kwargs):
         if not callable(func):
@@ -1571,18 +1896,16 @@ class Pool(Mpg.Pool):
         return self._mp_starmap(func, *args, **kwargs)
 
     def _gi_starmap(self, function, items, chunksize=0, cancellable=None):
-        return _wait_interruptibly(
-            lambda c, cb: Mpg.Pool.starmap_async(self, function, items, chunksize, c, cb),
-            lambda res: Mpg.Pool.starmap_finish(self, res), cancellable)
+        return _blocking(lambda c: _GIPool.starmap(self, function, items, chunksize, c),
+                         cancellable)
 
     def _mp_starmap(self, func, iterable, chunksize=None):
         self._check_running()
         fid = self._mpg_function(func)
         items = self._star_items(iterable)
         chunksize = self._chunksize(chunksize)
-        return self._mpg_wait(
-            lambda c, cb: _GIPool.map_async(self, fid, items, chunksize, c, cb),
-            lambda res: _GIPool.map_finish(self, res), _decode_results)
+        return self._mpg_wait(lambda c: _GIPool.map(self, fid, items, chunksize, c),
+                              _decode_results)
 
     def apply_async(self, func, *args, **kwargs):
         if not callable(func):
@@ -1591,8 +1914,8 @@ class Pool(Mpg.Pool):
 
     def _mp_apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         self._check_running()
-        fid = self._mpg_function(func)
-        arg = _call_variant(args, kwds, 'args')
+        fid = self._mpg_call_function(func)
+        arg = _call_args(args, kwds)
         return self._mpg_async(
             lambda c, cb: _GIPool.apply_async(self, fid, arg, c, cb),
             _GIPool.apply_finish, _decode_result, callback, error_callback)
@@ -1783,7 +2106,12 @@ _spawned_tasks = {}
 def _spawn_dispatch(name, arg, fd_list, *data):
     # In a spawned worker: 'process:module:qualname' runs a Process target
     # with its (args, kwargs), 'init:module:qualname' a pool's initializer
-    # likewise; 'pool:module:qualname' a pool task.
+    # likewise; 'pool:module:qualname' a pool task, item by item,
+    # 'chunk:module:qualname' one for a whole chunk of items and
+    # 'call:module:qualname' one for single calls (see Pool._mpg_function).
+    wrapped = _spawned_tasks.get(name)
+    if wrapped is not None:
+        return wrapped(arg)
     kind, _, task = name.partition(':')
     try:
         func = _resolve_task(task)
@@ -1791,10 +2119,9 @@ def _spawn_dispatch(name, arg, fd_list, *data):
         raise GLib.Error('cannot find %s in the spawned process: %s: %s'
                          % (task, type(e).__name__, e),
                          'mpg-error-quark', int(Mpg.Error.UNKNOWN_TASK)) from None
-    if kind == 'pool':
-        wrapped = _spawned_tasks.get(task)
-        if wrapped is None:
-            wrapped = _spawned_tasks[task] = _wrap_task(_make_pool_task(func))
+    if kind in ('pool', 'chunk', 'call'):
+        make = {'chunk': _make_chunk_task, 'call': _make_call_task}.get(kind, _make_pool_task)
+        wrapped = _spawned_tasks[name] = _wrap_task(make(func))
         return wrapped(arg)
     _reduction.fd_source = fd_list
     try:
@@ -1989,8 +2316,8 @@ class ProcessPoolExecutor(_futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError('cannot schedule new futures after shutdown')
-            fid = self._pool._mpg_function(fn)
-            arg = _call_variant(args, kwargs, 'args')
+            fid = self._pool._mpg_call_function(fn)
+            arg = _call_args(args, kwargs)
             cancellable = Gio.Cancellable()
             future = _Future(cancellable)
             self._pending.add(future)
