@@ -1252,8 +1252,22 @@ worker_lost_locked (MpgPool *self,
     }
   else
     {
-      for (guint i = 0; (r = waitpid (worker->pid, &status, WNOHANG)) == 0 && i < 200; i++)
-        g_usleep (1000);
+      /* The channel ends a moment before the worker can be reaped: wait
+       * for its pidfd (200 ms at most) rather than sleep in steps. */
+      r = waitpid (worker->pid, &status, WNOHANG);
+      if (r == 0 && worker->pidfd >= 0)
+        {
+          struct pollfd pfd = { worker->pidfd, POLLIN, 0 };
+
+          while (poll (&pfd, 1, 200) < 0 && errno == EINTR)
+            ;
+          r = waitpid (worker->pid, &status, WNOHANG);
+        }
+      for (guint i = 0; r == 0 && i < 200; i++)
+        {
+          g_usleep (1000);
+          r = waitpid (worker->pid, &status, WNOHANG);
+        }
       if (r == 0)
         {
           worker_kill (worker, SIGKILL);
