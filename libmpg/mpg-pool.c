@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -2032,15 +2033,44 @@ pool_thread_main (gpointer data)
   return NULL;
 }
 
-static void
-ensure_thread_locked (MpgPool *self)
+/* The pool's thread and main context, made on the first call. GLib
+ * aborts the program when a main context cannot make its wake-up fd: with
+ * no fd left, the call fails instead. */
+static gboolean
+ensure_thread_locked (MpgPool  *self,
+                      GError  **error)
 {
-  if (self->thread != NULL)
-    return;
+  GMainContext *context;
+  GThread *thread;
+  int probe;
 
-  self->context = g_main_context_new ();
-  self->loop = g_main_loop_new (self->context, FALSE);
-  self->thread = g_thread_new ("mpg-pool", pool_thread_main, self);
+  if (self->thread != NULL)
+    return TRUE;
+
+  probe = eventfd (0, EFD_CLOEXEC);
+  if (probe < 0)
+    {
+      int saved_errno = errno;
+
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+                   "Could not start the pool's thread: %s", g_strerror (saved_errno));
+      return FALSE;
+    }
+  close (probe);
+
+  context = g_main_context_new ();
+  self->loop = g_main_loop_new (context, FALSE);
+  self->context = context;
+  thread = g_thread_try_new ("mpg-pool", pool_thread_main, self, error);
+  if (thread == NULL)
+    {
+      g_prefix_error (error, "Could not start the pool's thread: ");
+      g_clear_pointer (&self->loop, g_main_loop_unref);
+      g_clear_pointer (&self->context, g_main_context_unref);
+      return FALSE;
+    }
+  self->thread = thread;
+  return TRUE;
 }
 
 static gboolean
@@ -2988,12 +3018,15 @@ call_submit (Call *call)
     }
   else
     {
+      GError *error = NULL;
+
       g_ptr_array_add (self->calls, call_ref (call));
       if (call->n_items == 0)
         call_finish_locked (call, NULL);
+      else if (!ensure_thread_locked (self, &error))
+        call_finish_locked (call, error);
       else
         {
-          ensure_thread_locked (self);
           g_queue_push_tail (&self->pending, call);
           /* Idle workers get their chunks now, from this thread: a round
            * trip through the pool's thread costs more than the send. */
