@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -169,7 +170,7 @@ struct _Call
   guint n_items;
   guint chunksize;
   guint n_chunks;
-  guint8 *attempts;           /* per chunk */
+  guint16 *attempts;          /* per chunk: retries, and REQUEUED */
   guint next_chunk;           /* first chunk never dispatched */
   GQueue retry_chunks;        /* chunk numbers to dispatch again */
   guint n_running;            /* chunks in workers */
@@ -229,12 +230,22 @@ struct _Worker
   int direct_fd;
   gboolean direct;            /* its running chunk is such a call's */
   GSource *drain_source;      /* reads the reply of an abandoned one */
+  /* A forked worker counts the tasks it takes off its channels in a page
+   * shared with the pool: at its death, a chunk it never took runs
+   * elsewhere rather than fail as if it had killed the worker. */
+  gint *received;
+  guint sent;                 /* tasks sent to it */
+  guint answered;             /* replies handled */
   gboolean fast;              /* its last chunk took less than FAST_CHUNK_USEC */
 };
 
 /* Chunks shorter than this are pipelined, two per worker; longer ones go
  * one at a time, so that the last chunks spread over idle workers. */
 #define FAST_CHUNK_USEC 2000
+
+/* In Call.attempts: the chunk was sent again once, free, because its
+ * worker died before it took it. The low bits count the retries. */
+#define REQUEUED 0x8000
 
 struct _MpgPool
 {
@@ -867,6 +878,7 @@ typedef struct
   FunctionCopy *functions;
   guint n_functions;
   gboolean spawned;
+  gint *received;             /* shared with the parent: tasks taken, or NULL */
 } WorkerStart;
 
 G_NORETURN static void
@@ -1075,6 +1087,8 @@ worker_main (gpointer data)
         worker_exit (1);
       if (items == NULL || !g_variant_is_of_type (items, G_VARIANT_TYPE_ARRAY))
         worker_exit (1);
+      if (start->received != NULL)
+        g_atomic_int_inc (start->received);
 
       n = g_variant_n_children (items);
       g_variant_builder_init (&failures, G_VARIANT_TYPE ("a(u(sis))"));
@@ -1210,11 +1224,15 @@ static void
 worker_lost_locked (MpgPool *self,
                     Worker  *worker)
 {
+  gboolean caller_owns_direct_fd;
   g_autofree char *how = NULL;
   int status = 0;
   pid_t r;
   Call *call;
 
+  /* A caller reading a reply on the second channel closes it when it
+   * notices; one that gave up left it to the drain source. */
+  caller_owns_direct_fd = worker->direct && worker->drain_source == NULL;
   worker_clear_timeout (worker);
   if (worker->io_source != NULL)
     {
@@ -1227,8 +1245,7 @@ worker_lost_locked (MpgPool *self,
       g_clear_pointer (&worker->drain_source, g_source_unref);
     }
   _mpg_fork_close_fd (&worker->fd);
-  /* A caller reading its reply there closes it when it notices. */
-  if (worker->direct && worker->drain_source == NULL)
+  if (caller_owns_direct_fd)
     worker->direct_fd = -1;
   else
     _mpg_fork_close_fd (&worker->direct_fd);
@@ -1283,9 +1300,28 @@ worker_lost_locked (MpgPool *self,
   call = g_steal_pointer (&worker->call);
   if (call != NULL)
     {
+      /* Whether it took the chunk off its channel at all. Only for a
+       * worker that has answered before: one that dies at its start (an
+       * initializer that crashes) would otherwise be replaced for ever. */
+      gboolean never_took_it = worker->received != NULL && worker->answered > 0 &&
+                               (guint) g_atomic_int_get (worker->received) == worker->answered &&
+                               !(call->attempts[worker->chunk] & REQUEUED);
+
       call->n_running--;
       if (call->finished)
         ;
+      else if (never_took_it && self->broken == NULL && !worker->timed_out &&
+               self->state != POOL_TERMINATED)
+        {
+          g_debug ("Pool worker %d died before it took chunk %u: it runs elsewhere",
+                   worker->pid, worker->chunk);
+          /* Once: a chunk whose message kills every worker that takes it
+           * must not go round for ever. */
+          call->attempts[worker->chunk] |= REQUEUED;
+          g_queue_push_head (&call->retry_chunks, GUINT_TO_POINTER (worker->chunk));
+          if (!g_queue_find (&self->pending, call))
+            g_queue_push_tail (&self->pending, call);
+        }
       else if (self->broken != NULL)
         call_chunk_failed_locked (call, worker->chunk, g_error_copy (self->broken));
       else if (worker->timed_out)
@@ -1294,7 +1330,8 @@ worker_lost_locked (MpgPool *self,
                                                "A task of the pool ran longer than %u ms per item: "
                                                "worker process %d was killed",
                                                self->task_timeout, worker->pid));
-      else if (call->attempts[worker->chunk] < self->retries && self->state != POOL_TERMINATED)
+      else if ((call->attempts[worker->chunk] & ~REQUEUED) < self->retries &&
+               self->state != POOL_TERMINATED)
         {
           call->attempts[worker->chunk]++;
           g_queue_push_tail (&call->retry_chunks, GUINT_TO_POINTER (worker->chunk));
@@ -1387,6 +1424,7 @@ worker_send_chunk_locked (MpgPool *self,
       slice = g_variant_builder_end (&builder);
     }
 
+  worker->sent++;
   if (worker->call == NULL)
     {
       worker->call = call_ref (call);
@@ -1563,6 +1601,7 @@ worker_handle_message_locked (MpgPool  *self,
     worker->fast = now - worker->last_event < FAST_CHUNK_USEC;
     worker->last_event = now;
   }
+  worker->answered++;
   /* The queued chunk, if any, is the one running now. */
   worker->call = g_steal_pointer (&worker->queued_call);
   worker->chunk = worker->queued_chunk;
@@ -1659,6 +1698,8 @@ worker_free (gpointer data)
   g_assert (worker->queued_call == NULL);
   g_assert (worker->io_source == NULL);
   g_assert (worker->drain_source == NULL);
+  if (worker->received != NULL)
+    munmap (worker->received, sizeof (gint));
   g_assert (worker->timeout_source == NULL);
   g_free (worker);
 }
@@ -1761,8 +1802,16 @@ spawn_worker_locked (MpgPool  *self,
       int direct[2] = { -1, -1 };
 
       start->fd = fds[1];
+      worker->received = mmap (NULL, sizeof (gint), PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (worker->received == MAP_FAILED)
+        worker->received = NULL;
+      start->received = worker->received;
       ok = _mpg_fork (fds[1], worker_main, start, &worker->pid, &worker->pidfd, error);
       _mpg_fork_close_fd (&fds[1]);
+      /* Only this worker shares it: not the children forked later. */
+      if (worker->received != NULL)
+        madvise (worker->received, sizeof (gint), MADV_DONTFORK);
       /* Its second channel (see Worker.direct_fd), whose end it gets
        * first: forked with the other, it would be in every later child. */
       if (ok && _mpg_fork_socketpair (direct, NULL))
@@ -2978,7 +3027,7 @@ call_new (MpgPool   *self,
     }
   call->chunksize = chunksize;
   call->n_chunks = (guint) ((n + chunksize - 1) / chunksize);
-  call->attempts = g_new0 (guint8, MAX (call->n_chunks, 1));
+  call->attempts = g_new0 (guint16, MAX (call->n_chunks, 1));
   call->chunk_results = g_new0 (GVariant *, MAX (call->n_chunks, 1));
 
   g_mutex_lock (&self->mutex);
@@ -3176,8 +3225,12 @@ call_run_direct (Call         *call,
           g_source_set_static_name (worker->drain_source, "[mpg] pool worker reply");
           g_source_attach (worker->drain_source, self->context);
         }
-      /* Otherwise the worker is gone, or going: its channel's end settles
-       * the chunk. */
+      else
+        {
+          /* The worker is going: its channel's end settles the chunk, and
+           * the pool's thread closes the fd. */
+          worker->direct = FALSE;
+        }
     }
   g_mutex_unlock (&self->mutex);
   return TRUE;
