@@ -1,19 +1,22 @@
 /* fuzz-channel.c: libFuzzer target for the fd-carrying message path
  *
  * _mpg_channel_decode() is what every receiver runs on a datagram and the
- * fds that came with it (SCM_RIGHTS). A large message travels in a sealed
- * memfd, the first fd, that a 16-byte reference ("MPGM", flags, size)
- * announces. The input chooses the fds, creates them for real and passes
- * them with a datagram:
+ * fds that came with it (SCM_RIGHTS). A large message travels in a memfd,
+ * the first fd, that a 24-byte reference ("MPGM", flags, size, offset)
+ * announces: sealed (flags 0), or a buffer its sender reuses (flags
+ * MPG_CHANNEL_REF_REUSE), see mpg-channel-private.h. The input chooses the
+ * fds, creates them for real and passes them with a datagram:
  *
  *   byte 0     number of fds: 0 to 7, or 251 (the most a datagram brings)
  *   byte 1     bits 0-2: what fd 0 is: a memfd holding the payload, sealed
  *              as a sender seals it (0), not sealed (1), sealed against
  *              resizing only (2), sealed against writes only (3), a
- *              pipe's read end (4) or write end (5),
- *              /dev/null (6, 7);
- *              bit 3: the datagram is a valid reference to the payload's
- *              size (else it is taken from the input);
+ *              pipe's read end (4) or write end (5), /dev/null (6), a
+ *              memfd that cannot be sealed, as a sender's reused buffer
+ *              (7);
+ *              bit 3: the datagram is a valid reference to the whole
+ *              payload, at offset 0, with flags 0 (or, for 7, the reuse
+ *              flag) (else it is taken from the input);
  *              bit 4: the caller does not take the fds (out_fd_list NULL);
  *              bits 5-7: the size cap: 1 MiB (0-3), the payload's size (4),
  *              one byte less (5), 64 KiB (6), 16 bytes (7)
@@ -26,8 +29,9 @@
  *   L bytes    the datagram
  *   the rest   the payload: the memfd's content
  *
- * Checked: a value or a GError; a value exactly when the frame (inline or
- * in a properly sealed memfd of the announced size) decodes, within the
+ * Checked: a value or a GError; a value exactly when the frame (inline, in
+ * a properly sealed memfd of exactly the announced offset and size, or in
+ * any memfd at least that long with the reuse flag) decodes, within the
  * cap, and its handles index the fds that follow the memfd; the fds are
  * handed over in order or closed, never leaked, never closed twice. A
  * received `(hbb)` or `(hhh)` then goes through what rebuilds a connection
@@ -59,12 +63,13 @@
 
 static int devnull = -1;
 
+/* seals -1: a memfd that cannot be sealed. */
 static int
 make_memfd (const guint8 *data,
             gsize         len,
             int           seals)
 {
-  int fd = memfd_create ("fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int fd = memfd_create ("fuzz", MFD_CLOEXEC | (seals >= 0 ? MFD_ALLOW_SEALING : 0));
   gsize done = 0;
 
   g_assert (fd >= 0);
@@ -75,7 +80,7 @@ make_memfd (const guint8 *data,
       g_assert (n > 0);
       done += n;
     }
-  if (seals != 0)
+  if (seals > 0)
     g_assert (fcntl (fd, F_ADD_SEALS, seals) == 0);
 
   return fd;
@@ -120,11 +125,12 @@ LLVMFuzzerTestOneInput (const guint8 *data,
   guint8 b0, b1, b2;
   guint fd0_kind, cap_choice;
   gboolean made_up_ref, want_fds;
-  guint8 ref[16];
+  guint8 ref[MPG_CHANNEL_REF_SIZE];
   const guint8 *datagram;
   gsize datagram_len, payload_len, cap;
   const guint8 *payload;
   gboolean is_ref, memfd_ok = FALSE;
+  guint64 ref_offset = 0, ref_size = 0;
   guint first_user_fd = 0;
 
   if (devnull < 0)
@@ -158,12 +164,14 @@ LLVMFuzzerTestOneInput (const guint8 *data,
 
   if (made_up_ref)
     {
-      guint32 flags = 0;
+      guint32 flags = GUINT32_TO_LE (fd0_kind == 7 ? MPG_CHANNEL_REF_REUSE : 0);
       guint64 ref_size = GUINT64_TO_LE ((guint64) payload_len);
+      guint64 offset = 0;
 
       memcpy (ref, "MPGM", 4);
       memcpy (ref + 4, &flags, 4);
       memcpy (ref + 8, &ref_size, 8);
+      memcpy (ref + 16, &offset, 8);
       datagram = ref;
       datagram_len = sizeof ref;
     }
@@ -183,7 +191,8 @@ LLVMFuzzerTestOneInput (const guint8 *data,
             case 3: fds[i] = make_memfd (payload, payload_len, F_SEAL_WRITE); break;
             case 4: fds[i] = make_pipe_end (TRUE, &others[n_others++]); break;
             case 5: fds[i] = make_pipe_end (FALSE, &others[n_others++]); break;
-            default: fds[i] = fcntl (devnull, F_DUPFD_CLOEXEC, 0); break;
+            case 6: fds[i] = fcntl (devnull, F_DUPFD_CLOEXEC, 0); break;
+            default: fds[i] = make_memfd (payload, payload_len, -1); break;
             }
         }
       else
@@ -221,21 +230,27 @@ LLVMFuzzerTestOneInput (const guint8 *data,
   if (is_ref)
     {
       guint32 flags;
-      guint64 ref_size;
 
-      if (datagram_len == 16 && n_fds >= 1)
+      if (datagram_len == MPG_CHANNEL_REF_SIZE && n_fds >= 1)
         {
+          gboolean is_memfd = fd0_kind <= 3 || fd0_kind == 7;
+
           memcpy (&flags, datagram + 4, 4);
           memcpy (&ref_size, datagram + 8, 8);
+          memcpy (&ref_offset, datagram + 16, 8);
+          flags = GUINT32_FROM_LE (flags);
           ref_size = GUINT64_FROM_LE (ref_size);
-          memfd_ok = flags == 0 && ref_size >= MPG_WIRE_HEADER_SIZE && ref_size <= cap &&
-                     fd0_kind == 0 && ref_size == payload_len;
+          ref_offset = GUINT64_FROM_LE (ref_offset);
+          memfd_ok = ref_size >= MPG_WIRE_HEADER_SIZE && ref_size <= cap &&
+                     ref_offset <= MPG_CHANNEL_REF_MAX_OFFSET &&
+                     ((flags == 0 && fd0_kind == 0 && ref_offset + ref_size == payload_len) ||
+                      (flags == MPG_CHANNEL_REF_REUSE && is_memfd && ref_offset + ref_size <= payload_len));
         }
       first_user_fd = 1;
     }
   {
-    const guint8 *frame = is_ref ? payload : datagram;
-    gsize frame_len = is_ref ? payload_len : datagram_len;
+    const guint8 *frame = is_ref ? payload + (memfd_ok ? ref_offset : 0) : datagram;
+    gsize frame_len = is_ref ? (memfd_ok ? (gsize) ref_size : payload_len) : datagram_len;
     GVariant *v = NULL;
     gsize consumed = 0;
 

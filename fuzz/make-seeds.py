@@ -21,8 +21,8 @@ def frame(type_string, value):
     return b'MPG1' + struct.pack('<III', 0, len(t), len(data)) + t + data
 
 
-def memfd_ref(size):
-    return b'MPGM' + struct.pack('<IQ', 0, size)
+def memfd_ref(size, flags=0, offset=0):
+    return b'MPGM' + struct.pack('<IQQ', flags, size, offset)
 
 
 error = ('(sis)', ('g-io-error-quark', 1, 'No such file'))
@@ -78,7 +78,16 @@ seeds = {
         'inline-fds': b'\3\x06\x39' + struct.pack('<H', len(frames['handles'])) + frames['handles'],
         'memfd': b'\1\x08\0' + frames['dict'],
         'memfd-fds': b'\4\x08\x24' + frames['handles'],
-        'memfd-ref': b'\1\0\0' + struct.pack('<H', 16) + memfd_ref(len(frames['int32'])) + frames['int32'],
+        'memfd-ref': b'\1\0\0' + struct.pack('<H', 24) + memfd_ref(len(frames['int32'])) + frames['int32'],
+        'memfd-ref-offset': b'\1\0\0' + struct.pack('<H', 24) + memfd_ref(len(frames['string']), 0, 8)
+                            + b'MPGB\0\0\0\0' + frames['string'],
+        'memfd-reuse': b'\1\x0f\0' + frames['dict'],
+        'memfd-reuse-ref': b'\1\x07\0' + struct.pack('<H', 24) + memfd_ref(len(frames['doubles']), 1, 13)
+                           + b'\0' * 13 + frames['doubles'] + b'stale bytes of an earlier message',
+        'memfd-reuse-unsealed': b'\1\1\0' + struct.pack('<H', 24) + memfd_ref(len(frames['tuple']), 1, 0)
+                                + frames['tuple'],
+        'memfd-reuse-short': b'\1\7\0' + struct.pack('<H', 24) + memfd_ref(len(frames['tuple']) + 1, 1, 0)
+                             + frames['tuple'],
         'memfd-unsealed': b'\1\x09\0' + frames['string'],
         'memfd-cap': b'\1\x88\0' + frames['bytes'],
         'memfd-pipe': b'\1\x0c\0' + frames['int32'],

@@ -1302,7 +1302,7 @@ send_memfd_ref (int           fd,
                 int           seals)
 {
   int memfd = memfd_create ("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  guint8 ref[16];
+  guint8 ref[24];
   guint64 size_le = GUINT64_TO_LE (announced);
   gsize len;
   const guint8 *data = g_bytes_get_data (frame, &len);
@@ -1311,9 +1311,11 @@ send_memfd_ref (int           fd,
   g_assert_cmpint (write (memfd, data, len), ==, (gssize) len);
   if (seals != 0)
     g_assert_cmpint (fcntl (memfd, F_ADD_SEALS, seals), ==, 0);
+  /* "MPGM", flags 0 (a sealed memfd), size, the frame at offset 0. */
   memcpy (ref, "MPGM", 4);
   memset (ref + 4, 0, 4);
   memcpy (ref + 8, &size_le, 8);
+  memset (ref + 16, 0, 8);
   send_raw (fd, ref, sizeof ref, &memfd, 1);
   close (memfd);
 }
@@ -1398,7 +1400,7 @@ test_connection_hostile (void)
   send_memfd_ref (fds[1], big_frame, g_bytes_get_size (big_frame) + 4096,
                   F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
   recv_fails (conn, MPG_ERROR, MPG_ERROR_PROTOCOL);
-  send_raw (fds[1], "MPGM\0\0\0\0\0\0\1\0\0\0\0\0", 16, NULL, 0);
+  send_raw (fds[1], "MPGM\0\0\0\0\0\0\1\0\0\0\0\0\0\0\0\0\0\0\0\0", 24, NULL, 0);
   recv_fails (conn, MPG_ERROR, MPG_ERROR_PROTOCOL);
 
   /* A sealed memfd with a valid frame is fine. */
