@@ -96,7 +96,7 @@
  * ## Under the hood
  *
  * A pipe is an `AF_UNIX` `SOCK_SEQPACKET` socket pair; a message is one
- * datagram, or, past 64 KiB, a sealed memfd passed along with a small
+ * datagram, or, past 64 KiB, a memfd passed along with a small
  * datagram. Received bytes are checked before use: a hostile peer can
  * produce errors, not crashes. A one-way pipe is a socket pair whose
  * unused directions are shut down.

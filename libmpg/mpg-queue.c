@@ -92,7 +92,7 @@
  * A queue is an `AF_UNIX` `SOCK_SEQPACKET` socket pair that every process
  * holding the queue shares, and a small shared-memory block of counters.
  * Each message is one datagram (a message larger than 64 KiB travels in a
- * sealed memfd that the datagram carries), so:
+ * memfd that the datagram carries), so:
  *
  * - messages are never torn or interleaved, whatever the number of
  *   producers and consumers and the sizes of the messages;
