@@ -3159,7 +3159,8 @@ worker_drain_cb (int          fd,
 }
 
 /* A blocking call of one chunk, from a thread other than the pool's, with
- * an idle forked worker and nobody waiting before it: this thread sends
+ * an idle forked worker, nobody waiting before it, and neither a task
+ * timeout nor maxtasksperchild: this thread sends
  * the task on the worker's second channel and reads the reply there,
  * instead of a round trip through the pool's thread. Returns FALSE to go
  * the usual way. Anything unusual (the worker dies, the call is cancelled)
@@ -3181,7 +3182,11 @@ call_run_direct (Call         *call,
 
   g_mutex_lock (&self->mutex);
   worker = NULL;
+  /* Not with maxtasksperchild: a worker exits right after its last reply,
+   * and the pool's thread could see the end of its channel before this
+   * thread reads the reply on the other one. */
   if (call->finished || !check_running_locked (self, NULL) || self->task_timeout > 0 ||
+      self->maxtasksperchild > 0 ||
       self->thread == NULL || !g_queue_is_empty (&self->pending) ||
       (worker = find_idle_worker_locked (self, call->function->id, TRUE)) == NULL ||
       worker->direct_fd < 0)
