@@ -323,7 +323,9 @@ test_channel_hostile_memfd (void)
       expect_decode_error (ref, sizeof ref, &p[0], 1, MPG_ERROR_PROTOCOL);
     }
 
-  g_assert_cmpuint (count_open_fds (), ==, fds_before);
+  /* None left open; the channel's idle buffers of earlier tests may have
+   * been closed meanwhile (slowly, under valgrind). */
+  g_assert_cmpuint (count_open_fds (), <=, fds_before);
 }
 
 static void
@@ -392,7 +394,8 @@ test_channel_reused_memfd (void)
   memfd_ref (ref, MPG_CHANNEL_REF_REUSE, G_GUINT64_CONSTANT (1) << 40, 0);
   expect_decode_error (ref, sizeof ref, &fd, 1, MPG_ERROR_TOO_LARGE);
 
-  g_assert_cmpuint (count_open_fds (), ==, fds_before);
+  /* As above: none left open. */
+  g_assert_cmpuint (count_open_fds (), <=, fds_before);
 }
 
 /* Takes one datagram off @fd as it is: its bytes and its fds. */
