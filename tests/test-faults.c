@@ -850,7 +850,10 @@ test_faults_queue_kill_stop (void)
   for (guint round = 0; round < n_rounds; round++)
     queue_kill_round (round, &killed_early);
   g_test_message ("%u rounds, %u producers killed before they were done", n_rounds, killed_early);
-  g_assert_cmpuint (killed_early, >, 0);
+  /* Over 100 rounds some kill comes early; the few rounds under valgrind
+   * or the sanitizers may all come late. */
+  if (n_rounds >= 50)
+    g_assert_cmpuint (killed_early, >, 0);
 }
 
 /* 3. The parent killed at random moments */
