@@ -138,49 +138,6 @@ _mpg_channel_wait (int            fd,
   return ret;
 }
 
-static inline void
-put_u32 (guint8  *p,
-         guint32  v)
-{
-  v = GUINT32_TO_LE (v);
-  memcpy (p, &v, 4);
-}
-
-static inline guint32
-get_u32 (const guint8 *p)
-{
-  guint32 v;
-
-  memcpy (&v, p, 4);
-  return GUINT32_FROM_LE (v);
-}
-
-/* The wire layer's rule (mpg-wire.c): any data of the right length is in
- * normal form for an array of fixed-size numbers other than booleans, which
- * g_variant_is_normal_form() would check element by element (some 18 ms a
- * MiB here). */
-static gboolean
-is_normal_form (GVariant *value)
-{
-  const char *type = g_variant_get_type_string (value);
-
-  if (type[0] == 'a' && type[1] != '\0' && type[2] == '\0' && strchr ("ynqiuxtdh", type[1]) != NULL)
-    {
-      gsize element_size;
-
-      switch (type[1])
-        {
-        case 'y': element_size = 1; break;
-        case 'n': case 'q': element_size = 2; break;
-        case 'i': case 'u': case 'h': element_size = 4; break;
-        default: element_size = 8; break;
-        }
-      return g_variant_get_size (value) % element_size == 0;
-    }
-
-  return g_variant_is_normal_form (value);
-}
-
 /* A frame of mpg-wire-private.h as two pieces, the header (with the type
  * string) and the value's own serialised data, so that a large one goes
  * into its memfd without first being copied into a buffer of its own, as
@@ -203,7 +160,7 @@ frame_init (Frame     *frame,
   gsize type_len;
   gsize data_len;
 
-  frame->normal = is_normal_form (value) ? g_variant_ref (value) : g_variant_get_normal_form (value);
+  frame->normal = _mpg_wire_is_normal_form (value) ? g_variant_ref (value) : g_variant_get_normal_form (value);
   type = g_variant_get_type_string (frame->normal);
   type_len = strlen (type);
   data_len = g_variant_get_size (frame->normal);
@@ -218,9 +175,9 @@ frame_init (Frame     *frame,
     }
 
   memcpy (frame->header, MPG_WIRE_MAGIC, 4);
-  put_u32 (frame->header + 4, 0);
-  put_u32 (frame->header + 8, type_len);
-  put_u32 (frame->header + 12, data_len);
+  _mpg_wire_put_u32 (frame->header + 4, 0);
+  _mpg_wire_put_u32 (frame->header + 8, type_len);
+  _mpg_wire_put_u32 (frame->header + 12, data_len);
   memcpy (frame->header + MPG_WIRE_HEADER_SIZE, type, type_len);
 
   frame->iov[0].iov_base = frame->header;
@@ -917,7 +874,7 @@ decode_frame_bytes (GBytes  *frame,
 
   if (len >= MPG_WIRE_HEADER_SIZE)
     {
-      type_len = get_u32 (data + 8);
+      type_len = _mpg_wire_get_u32 (data + 8);
       if (type_len >= 1 && type_len <= MPG_WIRE_MAX_TYPE && MPG_WIRE_HEADER_SIZE + type_len <= len)
         prefix = MPG_WIRE_HEADER_SIZE + type_len;
     }
@@ -928,7 +885,7 @@ decode_frame_bytes (GBytes  *frame,
 
   if (value == NULL && prefix < len)
     {
-      frame_len = (guint64) prefix + get_u32 (data + 12);
+      frame_len = (guint64) prefix + _mpg_wire_get_u32 (data + 12);
       consumed = frame_len <= len ? frame_len : 0;
     }
 
@@ -946,7 +903,7 @@ decode_frame_bytes (GBytes  *frame,
   type_string = g_strndup ((const char *) data + MPG_WIRE_HEADER_SIZE, type_len);
   bytes = g_bytes_new_from_bytes (frame, prefix, len - prefix);
   owned = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type_string), bytes, FALSE));
-  if (!is_normal_form (owned))
+  if (!_mpg_wire_is_normal_form (owned))
     {
       g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
                    "Message of type %s is not in normal form", type_string);

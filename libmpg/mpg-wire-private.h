@@ -11,6 +11,8 @@
 # error "config.h must be included before mpg-wire-private.h"
 #endif
 
+#include <string.h>
+
 #include <glib.h>
 
 G_BEGIN_DECLS
@@ -37,6 +39,25 @@ G_BEGIN_DECLS
 /* The default cap on one frame (header included). */
 #define MPG_WIRE_DEFAULT_MAX  (256u * 1024u * 1024u)
 
+/* Little-endian 32-bit fields of a frame's header. */
+static inline void
+_mpg_wire_put_u32 (guint8  *p,
+                   guint32  v)
+{
+  v = GUINT32_TO_LE (v);
+  memcpy (p, &v, 4);
+}
+
+static inline guint32
+_mpg_wire_get_u32 (const guint8 *p)
+{
+  guint32 v;
+
+  memcpy (&v, p, 4);
+  return GUINT32_FROM_LE (v);
+}
+
+gboolean  _mpg_wire_is_normal_form (GVariant    *value);
 GBytes   *_mpg_wire_encode (GVariant      *value,
                             GError       **error);
 gboolean  _mpg_wire_decode (const guint8  *data,

@@ -12,15 +12,20 @@
 #include "mpg-error.h"
 #include "mpg-wire-private.h"
 
-/* g_variant_is_normal_form() checks arrays element by element, some 18 ms
- * per MiB of bytes here. Any data of the right length is in normal form
- * for an array of fixed-size basic values other than booleans. */
-static gboolean
-is_normal_form (GVariant *value)
+/*
+ * _mpg_wire_is_normal_form:
+ * @value: a value, typically from untrusted bytes
+ *
+ * The same as g_variant_is_normal_form(), which checks arrays element by
+ * element (some 18 ms per MiB of bytes here): any data of the right length
+ * is in normal form for an array of fixed-size numbers other than booleans.
+ */
+gboolean
+_mpg_wire_is_normal_form (GVariant *value)
 {
   const char *type = g_variant_get_type_string (value);
 
-  if (type[0] == 'a' && type[2] == '\0' && strchr ("ynqiuxtdh", type[1]) != NULL)
+  if (type[0] == 'a' && type[1] != '\0' && type[2] == '\0' && strchr ("ynqiuxtdh", type[1]) != NULL)
     {
       gsize element_size;
 
@@ -35,23 +40,6 @@ is_normal_form (GVariant *value)
     }
 
   return g_variant_is_normal_form (value);
-}
-
-static inline void
-put_u32 (guint8  *p,
-         guint32  v)
-{
-  v = GUINT32_TO_LE (v);
-  memcpy (p, &v, 4);
-}
-
-static inline guint32
-get_u32 (const guint8 *p)
-{
-  guint32 v;
-
-  memcpy (&v, p, 4);
-  return GUINT32_FROM_LE (v);
 }
 
 /*
@@ -76,7 +64,7 @@ _mpg_wire_encode (GVariant  *value,
   g_return_val_if_fail (value != NULL, NULL);
 
   g_variant_ref_sink (value);
-  if (is_normal_form (value))
+  if (_mpg_wire_is_normal_form (value))
     normal = g_steal_pointer (&value);
   else
     {
@@ -99,9 +87,9 @@ _mpg_wire_encode (GVariant  *value,
 
   buf = g_malloc (MPG_WIRE_HEADER_SIZE + type_len + data_len);
   memcpy (buf, MPG_WIRE_MAGIC, 4);
-  put_u32 (buf + 4, 0);
-  put_u32 (buf + 8, type_len);
-  put_u32 (buf + 12, data_len);
+  _mpg_wire_put_u32 (buf + 4, 0);
+  _mpg_wire_put_u32 (buf + 8, type_len);
+  _mpg_wire_put_u32 (buf + 12, data_len);
   memcpy (buf + MPG_WIRE_HEADER_SIZE, type, type_len);
   /* g_variant_store() needs an aligned destination; the data may not be. */
   if (data_len > 0)
@@ -162,9 +150,9 @@ _mpg_wire_decode (const guint8  *data,
   if (len < MPG_WIRE_HEADER_SIZE)
     return TRUE;
 
-  flags = get_u32 (data + 4);
-  type_len = get_u32 (data + 8);
-  data_len = get_u32 (data + 12);
+  flags = _mpg_wire_get_u32 (data + 4);
+  type_len = _mpg_wire_get_u32 (data + 8);
+  data_len = _mpg_wire_get_u32 (data + 12);
 
   if (flags != 0)
     {
@@ -208,7 +196,7 @@ _mpg_wire_decode (const guint8  *data,
 
   bytes = g_bytes_new (data + MPG_WIRE_HEADER_SIZE + type_len, data_len);
   value = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type_string), bytes, FALSE));
-  if (!is_normal_form (value))
+  if (!_mpg_wire_is_normal_form (value))
     {
       g_set_error (error, MPG_ERROR, MPG_ERROR_PROTOCOL,
                    "Message of type %s is not in normal form", type_string);
