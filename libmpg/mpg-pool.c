@@ -1219,6 +1219,22 @@ describe_status (int status)
   return g_strdup ("ended");
 }
 
+/* Dispatches @chunk of @call again: first (it never ran, so it goes
+ * before the others) or last (a retry). */
+static void
+call_redo_chunk_locked (MpgPool  *self,
+                        Call     *call,
+                        guint     chunk,
+                        gboolean  first)
+{
+  if (first)
+    g_queue_push_head (&call->retry_chunks, GUINT_TO_POINTER (chunk));
+  else
+    g_queue_push_tail (&call->retry_chunks, GUINT_TO_POINTER (chunk));
+  if (!g_queue_find (&self->pending, call))
+    g_queue_push_tail (&self->pending, call);
+}
+
 /* The worker's channel ended: reap it, and settle the chunk it held. */
 static void
 worker_lost_locked (MpgPool *self,
@@ -1318,9 +1334,7 @@ worker_lost_locked (MpgPool *self,
           /* Once: a chunk whose message kills every worker that takes it
            * must not go round for ever. */
           call->attempts[worker->chunk] |= REQUEUED;
-          g_queue_push_head (&call->retry_chunks, GUINT_TO_POINTER (worker->chunk));
-          if (!g_queue_find (&self->pending, call))
-            g_queue_push_tail (&self->pending, call);
+          call_redo_chunk_locked (self, call, worker->chunk, TRUE);
         }
       else if (self->broken != NULL)
         call_chunk_failed_locked (call, worker->chunk, g_error_copy (self->broken));
@@ -1334,9 +1348,7 @@ worker_lost_locked (MpgPool *self,
                self->state != POOL_TERMINATED)
         {
           call->attempts[worker->chunk]++;
-          g_queue_push_tail (&call->retry_chunks, GUINT_TO_POINTER (worker->chunk));
-          if (!g_queue_find (&self->pending, call))
-            g_queue_push_tail (&self->pending, call);
+          call_redo_chunk_locked (self, call, worker->chunk, FALSE);
         }
       else
         call_chunk_failed_locked (call, worker->chunk,
@@ -1355,9 +1367,7 @@ worker_lost_locked (MpgPool *self,
         {
           g_debug ("Pool worker %d: chunk %u, queued behind, runs elsewhere",
                    worker->pid, worker->queued_chunk);
-          g_queue_push_head (&call->retry_chunks, GUINT_TO_POINTER (worker->queued_chunk));
-          if (!g_queue_find (&self->pending, call))
-            g_queue_push_tail (&self->pending, call);
+          call_redo_chunk_locked (self, call, worker->queued_chunk, TRUE);
         }
       else if (!call->finished)
         call_chunk_failed_locked (call, worker->queued_chunk,
