@@ -24,4 +24,11 @@
 # include "mpg-pool.h"
 # include "mpg-spawn.h"
 # include "mpg-wait.h"
+# include "mpg-lock.h"
+# include "mpg-semaphore.h"
+# include "mpg-event.h"
+# include "mpg-condition.h"
+# include "mpg-barrier.h"
+# include "mpg-shared-memory.h"
+# include "mpg-array.h"
 #undef MPG_INSIDE

@@ -47,6 +47,8 @@ G_BEGIN_DECLS
  * @MPG_ERROR_WORKER_DIED: the process running a task died (killed by a
  *   signal, or exited) before it delivered a result.
  * @MPG_ERROR_UNKNOWN_TASK: a task could not be found by name in a worker.
+ * @MPG_ERROR_BROKEN_BARRIER: a [class@Mpg.Barrier] is broken, or broke
+ *   while waiting (Python's `threading.BrokenBarrierError`).
  *
  * Error codes of the [error@Mpg.Error] domain.
  *
@@ -71,6 +73,7 @@ typedef enum
   MPG_ERROR_FULL,
   MPG_ERROR_WORKER_DIED,
   MPG_ERROR_UNKNOWN_TASK,
+  MPG_ERROR_BROKEN_BARRIER,
 } MpgError;
 
 MPG_AVAILABLE_IN_ALL
