@@ -29,6 +29,4 @@
 # include "mpg-event.h"
 # include "mpg-condition.h"
 # include "mpg-barrier.h"
-# include "mpg-shared-memory.h"
-# include "mpg-array.h"
 #undef MPG_INSIDE

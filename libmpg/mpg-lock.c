@@ -1,0 +1,736 @@
+/* mpg-lock.c
+ *
+ * Copyright 2026 The libmpg authors
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include "mpg-error.h"
+#include "mpg-lock.h"
+#include "mpg-sync-private.h"
+
+/**
+ * MpgLock:
+ *
+ * A lock shared by processes, as Python's `multiprocessing.Lock`; its
+ * subclass [class@Mpg.RLock] is `multiprocessing.RLock`.
+ *
+ * A lock is held by one thread of one process at a time. Any thread of any
+ * process may release it, as Python allows (it is not owned, except for
+ * the purpose of [method@Mpg.Lock.is_mine]). A lock created before a
+ * process is started is simply there in the child with the fork start
+ * method; with spawn and forkserver, pass it with
+ * [method@Mpg.Lock.to_handle] and rebuild it with
+ * [ctor@Mpg.Lock.new_from_handle].
+ *
+ * ```c
+ * static GVariant *
+ * worker (GVariant *arg, gpointer user_data, GError **error)
+ * {
+ *   MpgArray *counter = user_data;
+ *   MpgLock *lock = mpg_array_get_lock (counter);
+ *   gint32 *value = mpg_array_get_data (counter);
+ *
+ *   for (guint i = 0; i < 10000; i++)
+ *     {
+ *       if (!mpg_lock_acquire (lock, -1, NULL, NULL, error))
+ *         return NULL;
+ *       *value += 1;
+ *       if (!mpg_lock_release (lock, error))
+ *         return NULL;
+ *     }
+ *   return NULL;
+ * }
+ * ```
+ *
+ * ## When a holder dies
+ *
+ * Python's lock is left locked forever when the process that holds it is
+ * killed, and every process that waits for it hangs. Here, a waiter
+ * notices that the holding process is gone (within about a second: it
+ * looks every 20 ms at first, then less and less often) and takes the
+ * lock over; [method@Mpg.Lock.acquire] then succeeds and sets its
+ * @out_owner_died argument, so that the new holder knows that what the
+ * lock protects may be half changed. A call that does not wait (a
+ * @timeout_msec of 0) looks at once. The holder is a process, named by its
+ * pid and its start time, so a new process given the same pid is not
+ * mistaken for it. A thread that ends while its process lives is not a
+ * death: the lock stays held, as in Python.
+ *
+ * ## How it maps to Python
+ *
+ * | Python `multiprocessing` | libmpg |
+ * |---|---|
+ * | `Lock()`, `RLock()` | [ctor@Mpg.Lock.new], [ctor@Mpg.RLock.new] |
+ * | `acquire(block=True, timeout=None)` | [method@Mpg.Lock.acquire] with a @timeout_msec of -1 (`block=False`: 0); %MPG_ERROR_TIMEOUT where Python returns `False` |
+ * | `release()` | [method@Mpg.Lock.release]; %MPG_ERROR_INVALID_STATE where Python raises `ValueError` (or `AssertionError` for an `RLock` not owned) |
+ * | `with lock:` | acquire, then release |
+ * | — | [method@Mpg.Lock.acquire_async], for a main loop |
+ *
+ * ## Under the hood
+ *
+ * A lock is a page of a sealed memfd that every process maps: its state is
+ * changed under a robust process-shared mutex held for a few instructions,
+ * and waiters sleep on a futex. Nothing is created in the file system or
+ * in `/dev/shm`: the kernel frees the page when the last process that has
+ * it is gone. Each lock costs one file descriptor in each process that
+ * holds it.
+ */
+
+/**
+ * MpgRLock:
+ *
+ * A recursive lock shared by processes, as Python's
+ * `multiprocessing.RLock`: the thread that holds it may acquire it again,
+ * and must release it as many times. Only that thread may release it.
+ * Everything else is as [class@Mpg.Lock], its parent class, including
+ * what happens when the holding process dies.
+ */
+
+typedef struct
+{
+  guint32      count;       /* 0: free; Lock: 1; RLock: the recursion depth */
+  guint32      padding;
+  MpgSyncOwner owner;
+} LockState;
+
+G_STATIC_ASSERT (sizeof (LockState) <= MPG_SYNC_STATE_MAX);
+
+typedef struct
+{
+  MpgSync *sync;
+  GError  *init_error;
+} MpgLockPrivate;
+
+struct _MpgRLock
+{
+  MpgLock parent_instance;
+};
+
+static void mpg_lock_initable_iface_init (GInitableIface *iface);
+
+G_DEFINE_TYPE_WITH_CODE (MpgLock, mpg_lock, G_TYPE_OBJECT,
+                         G_ADD_PRIVATE (MpgLock)
+                         G_IMPLEMENT_INTERFACE (G_TYPE_INITABLE, mpg_lock_initable_iface_init))
+
+G_DEFINE_FINAL_TYPE (MpgRLock, mpg_rlock, MPG_TYPE_LOCK)
+
+enum {
+  PROP_0,
+  PROP_RECURSIVE,
+  N_PROPS
+};
+
+static GParamSpec *properties[N_PROPS];
+
+/* new_from_handle() hands its state to constructed() through this. */
+static GPrivate adopt_sync;
+
+static void
+mpg_lock_constructed (GObject *object)
+{
+  MpgLock *self = MPG_LOCK (object);
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+
+  G_OBJECT_CLASS (mpg_lock_parent_class)->constructed (object);
+
+  priv->sync = g_private_get (&adopt_sync);
+  if (priv->sync != NULL)
+    g_private_set (&adopt_sync, NULL);
+  else
+    priv->sync = _mpg_sync_new (MPG_IS_RLOCK (self) ? MPG_SYNC_RLOCK : MPG_SYNC_LOCK,
+                                &priv->init_error);
+}
+
+static gboolean
+mpg_lock_initable_init (GInitable     *initable,
+                        GCancellable  *cancellable,
+                        GError       **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (MPG_LOCK (initable));
+
+  if (priv->init_error != NULL)
+    {
+      g_propagate_error (error, g_error_copy (priv->init_error));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+mpg_lock_initable_iface_init (GInitableIface *iface)
+{
+  iface->init = mpg_lock_initable_init;
+}
+
+static void
+mpg_lock_finalize (GObject *object)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (MPG_LOCK (object));
+
+  g_clear_pointer (&priv->sync, _mpg_sync_free);
+  g_clear_error (&priv->init_error);
+
+  G_OBJECT_CLASS (mpg_lock_parent_class)->finalize (object);
+}
+
+static void
+mpg_lock_get_property (GObject    *object,
+                       guint       prop_id,
+                       GValue     *value,
+                       GParamSpec *pspec)
+{
+  MpgLock *self = MPG_LOCK (object);
+
+  switch (prop_id)
+    {
+    case PROP_RECURSIVE:
+      g_value_set_boolean (value, mpg_lock_get_recursive (self));
+      break;
+
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+mpg_lock_class_init (MpgLockClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->constructed = mpg_lock_constructed;
+  object_class->finalize = mpg_lock_finalize;
+  object_class->get_property = mpg_lock_get_property;
+
+  /**
+   * MpgLock:recursive:
+   *
+   * Whether the lock is an [class@Mpg.RLock].
+   */
+  properties[PROP_RECURSIVE] =
+    g_param_spec_boolean ("recursive", NULL, NULL,
+                          FALSE,
+                          (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+}
+
+static void
+mpg_lock_init (MpgLock *self)
+{
+}
+
+static void
+mpg_rlock_class_init (MpgRLockClass *klass)
+{
+}
+
+static void
+mpg_rlock_init (MpgRLock *self)
+{
+}
+
+static gboolean
+check_ready (MpgLock  *self,
+             GError  **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+
+  if (priv->sync == NULL)
+    {
+      g_propagate_error (error, g_error_copy (priv->init_error));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/**
+ * mpg_lock_new:
+ * @error: return location for a #GError
+ *
+ * Creates a lock, unlocked, as Python's `multiprocessing.Lock()`.
+ *
+ * Returns: (transfer full): the lock, or %NULL with @error set if its
+ *   shared memory could not be created (too many open files)
+ */
+MpgLock *
+mpg_lock_new (GError **error)
+{
+  return g_initable_new (MPG_TYPE_LOCK, NULL, error, NULL);
+}
+
+/**
+ * mpg_rlock_new:
+ * @error: return location for a #GError
+ *
+ * Creates a recursive lock, unlocked, as Python's
+ * `multiprocessing.RLock()`.
+ *
+ * Returns: (transfer full): the lock, or %NULL with @error set if its
+ *   shared memory could not be created (too many open files)
+ */
+MpgRLock *
+mpg_rlock_new (GError **error)
+{
+  return g_initable_new (MPG_TYPE_RLOCK, NULL, error, NULL);
+}
+
+/**
+ * mpg_lock_get_recursive:
+ * @self: a lock
+ *
+ * Gets whether @self is an [class@Mpg.RLock].
+ *
+ * Returns: %TRUE for a recursive lock
+ */
+gboolean
+mpg_lock_get_recursive (MpgLock *self)
+{
+  g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
+
+  return MPG_IS_RLOCK (self);
+}
+
+MpgSync *
+_mpg_lock_get_sync (MpgLock *lock)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (lock);
+
+  return priv->sync;
+}
+
+static gboolean
+held_by (const LockState    *state,
+         const MpgSyncOwner *owner)
+{
+  return state->count > 0 &&
+         _mpg_sync_same_process (&state->owner, owner) &&
+         state->owner.tid == owner->tid;
+}
+
+gboolean
+_mpg_lock_acquire_as (MpgLock            *self,
+                      const MpgSyncOwner *owner,
+                      guint               count,
+                      gint                timeout_msec,
+                      gboolean           *out_owner_died,
+                      GCancellable       *cancellable,
+                      GError            **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  MpgSync *sync = priv->sync;
+  LockState *state = sync->state;
+  gboolean recursive = MPG_IS_RLOCK (self);
+  gboolean died = FALSE, ok = FALSE;
+  MpgSyncWait w;
+
+  if (out_owner_died != NULL)
+    *out_owner_died = FALSE;
+
+  _mpg_sync_wait_init (&w, sync, timeout_msec, cancellable);
+  _mpg_sync_lock (sync);
+
+  for (;;)
+    {
+      if (state->count == 0)
+        break;
+
+      if (recursive && held_by (state, owner))
+        {
+          state->count += count;
+          ok = TRUE;
+          goto out;
+        }
+
+      /* Without waiting, or at a check time: is the holder gone? */
+      if ((timeout_msec == 0 || w.check_due) && !_mpg_sync_owner_alive (&state->owner))
+        {
+          g_debug ("A %s's holder, process %d, died holding it",
+                   _mpg_sync_kind_name (sync->kind), state->owner.pid);
+          died = TRUE;
+          break;
+        }
+
+      if (timeout_msec == 0)
+        {
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
+                               "The lock is held");
+          goto out;
+        }
+
+      if (!_mpg_sync_wait (&w, error))
+        goto out;
+    }
+
+  state->owner = *owner;
+  state->count = count;
+  ok = TRUE;
+
+out:
+  _mpg_sync_unlock (sync);
+  _mpg_sync_wait_clear (&w);
+
+  if (ok && out_owner_died != NULL)
+    *out_owner_died = died;
+  return ok;
+}
+
+/**
+ * mpg_lock_acquire:
+ * @self: a lock
+ * @timeout_msec: how long to wait, in milliseconds: -1 for as long as it
+ *   takes, 0 not to wait
+ * @out_owner_died: (out) (optional): set to %TRUE when the process that
+ *   held the lock died holding it and this call took it over
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Acquires the lock, waiting for it if another thread or process holds
+ * it, as Python's `acquire(block, timeout)`. An [class@Mpg.RLock] held by
+ * the calling thread is acquired again at once.
+ *
+ * When the holding process has died, the lock is taken over and
+ * @out_owner_died is set: the data it protects may be half changed, and
+ * the caller decides what to do about it (see the class description).
+ *
+ * Returns: %TRUE if the lock was acquired; %FALSE with %MPG_ERROR_TIMEOUT
+ *   if @timeout_msec passed first (Python returns `False`), or
+ *   %G_IO_ERROR_CANCELLED
+ */
+gboolean
+mpg_lock_acquire (MpgLock       *self,
+                  gint           timeout_msec,
+                  gboolean      *out_owner_died,
+                  GCancellable  *cancellable,
+                  GError       **error)
+{
+  MpgSyncOwner me;
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
+  g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (out_owner_died != NULL)
+    *out_owner_died = FALSE;
+  if (!check_ready (self, error))
+    return FALSE;
+
+  _mpg_sync_self (&me);
+  return _mpg_lock_acquire_as (self, &me, 1, timeout_msec, out_owner_died, cancellable, error);
+}
+
+static gssize
+acquire_thread (gpointer      source,
+                gpointer      data,
+                GCancellable *cancellable,
+                GError      **error)
+{
+  gboolean died = FALSE;
+
+  /* On behalf of the thread that called acquire_async(): it holds the
+   * lock afterwards, and it is the one that releases an RLock. */
+  if (!_mpg_lock_acquire_as (source, data, 1, -1, &died, cancellable, error))
+    return -1;
+  return died ? 1 : 0;
+}
+
+/**
+ * mpg_lock_acquire_async:
+ * @self: a lock
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async): called when the lock is acquired, or the call
+ *   failed
+ * @user_data: data for @callback
+ *
+ * Acquires the lock without blocking the caller: @callback is called in
+ * the thread-default main context of the caller once the lock is held, on
+ * behalf of the calling thread (for an [class@Mpg.RLock], that thread is
+ * the owner). Call [method@Mpg.Lock.acquire_finish] there.
+ *
+ * The wait happens in a thread of its own. Cancelling @cancellable fails
+ * the call with %G_IO_ERROR_CANCELLED, without the lock.
+ */
+void
+mpg_lock_acquire_async (MpgLock             *self,
+                        GCancellable        *cancellable,
+                        GAsyncReadyCallback  callback,
+                        gpointer             user_data)
+{
+  MpgSyncOwner *me;
+
+  g_return_if_fail (MPG_IS_LOCK (self));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  if (!check_ready (self, NULL))
+    {
+      MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+
+      g_task_report_error (self, callback, user_data, mpg_lock_acquire_async,
+                           g_error_copy (priv->init_error));
+      return;
+    }
+
+  me = g_new (MpgSyncOwner, 1);
+  _mpg_sync_self (me);
+  _mpg_sync_run_async (self, mpg_lock_acquire_async, "[mpg] acquire a lock",
+                       acquire_thread, me, g_free, cancellable, callback, user_data);
+}
+
+/**
+ * mpg_lock_acquire_finish:
+ * @self: a lock
+ * @result: the result passed to the callback
+ * @out_owner_died: (out) (optional): set to %TRUE when the process that
+ *   held the lock died holding it and this call took it over
+ * @error: return location for a #GError
+ *
+ * Completes [method@Mpg.Lock.acquire_async].
+ *
+ * Returns: %TRUE if the lock is now held by the thread that called
+ *   [method@Mpg.Lock.acquire_async]; %FALSE with @error set
+ */
+gboolean
+mpg_lock_acquire_finish (MpgLock       *self,
+                         GAsyncResult  *result,
+                         gboolean      *out_owner_died,
+                         GError       **error)
+{
+  gssize value;
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (out_owner_died != NULL)
+    *out_owner_died = FALSE;
+
+  value = _mpg_sync_run_finish (self, result, mpg_lock_acquire_async, error);
+  if (value < 0)
+    return FALSE;
+  if (out_owner_died != NULL)
+    *out_owner_died = (value == 1);
+  return TRUE;
+}
+
+/**
+ * mpg_lock_release:
+ * @self: a lock
+ * @error: return location for a #GError
+ *
+ * Releases the lock, as Python's `release()`. Any thread of any process
+ * may release a [class@Mpg.Lock]; an [class@Mpg.RLock] only by the thread
+ * that holds it, once for each time it acquired it.
+ *
+ * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
+ *   lock is not held (Python's `ValueError`), or if an [class@Mpg.RLock]
+ *   is not held by the calling thread (Python's `AssertionError`)
+ */
+gboolean
+mpg_lock_release (MpgLock  *self,
+                  GError  **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  MpgSyncOwner me;
+  LockState *state;
+  gboolean ok = TRUE;
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!check_ready (self, error))
+    return FALSE;
+
+  state = priv->sync->state;
+  _mpg_sync_self (&me);
+  _mpg_sync_lock (priv->sync);
+
+  if (MPG_IS_RLOCK (self))
+    {
+      if (!held_by (state, &me))
+        {
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                               "Attempt to release a recursive lock not owned by the thread");
+          ok = FALSE;
+        }
+      else if (--state->count == 0)
+        {
+          memset (&state->owner, 0, sizeof state->owner);
+          _mpg_sync_changed (priv->sync);
+        }
+    }
+  else if (state->count == 0)
+    {
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                           "The lock is released too many times");
+      ok = FALSE;
+    }
+  else
+    {
+      state->count = 0;
+      memset (&state->owner, 0, sizeof state->owner);
+      _mpg_sync_changed (priv->sync);
+    }
+
+  _mpg_sync_unlock (priv->sync);
+  return ok;
+}
+
+gboolean
+_mpg_lock_release_all (MpgLock  *self,
+                       guint    *out_count,
+                       GError  **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  LockState *state = priv->sync->state;
+  MpgSyncOwner me;
+  gboolean ok = TRUE;
+
+  _mpg_sync_self (&me);
+  _mpg_sync_lock (priv->sync);
+
+  if (!held_by (state, &me))
+    {
+      ok = FALSE;
+      g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
+                           "The lock is not held by the calling thread");
+    }
+  else
+    {
+      *out_count = state->count;
+      state->count = 0;
+      memset (&state->owner, 0, sizeof state->owner);
+      _mpg_sync_changed (priv->sync);
+    }
+
+  _mpg_sync_unlock (priv->sync);
+  return ok;
+}
+
+/**
+ * mpg_lock_is_mine:
+ * @self: a lock
+ *
+ * Gets whether the calling thread holds the lock: the thread that
+ * acquired it last, if it has not been released since.
+ *
+ * Returns: %TRUE if the calling thread holds @self
+ */
+gboolean
+mpg_lock_is_mine (MpgLock *self)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  MpgSyncOwner me;
+  gboolean mine;
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
+
+  if (priv->sync == NULL)
+    return FALSE;
+
+  _mpg_sync_self (&me);
+  _mpg_sync_lock (priv->sync);
+  mine = held_by (priv->sync->state, &me);
+  _mpg_sync_unlock (priv->sync);
+  return mine;
+}
+
+/**
+ * mpg_lock_get_count:
+ * @self: a lock
+ *
+ * Gets how many times the lock is held: 0 or 1 for a [class@Mpg.Lock],
+ * the recursion depth for an [class@Mpg.RLock], whoever holds it.
+ *
+ * Returns: the count
+ */
+guint
+mpg_lock_get_count (MpgLock *self)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  guint count;
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), 0);
+
+  if (priv->sync == NULL)
+    return 0;
+
+  _mpg_sync_lock (priv->sync);
+  count = ((LockState *) priv->sync->state)->count;
+  _mpg_sync_unlock (priv->sync);
+  return count;
+}
+
+/**
+ * mpg_lock_to_handle:
+ * @self: a lock
+ * @fd_list: the list to which the lock's file descriptor is added (a copy
+ *   of it)
+ * @error: return location for a #GError
+ *
+ * Describes the lock so that another process can use it, as pickling a
+ * lock for a child does in Python: pass the handle and @fd_list to the
+ * other process (as the arguments of an [class@Mpg.Process], or over a
+ * [class@Mpg.Connection] or [class@Mpg.Queue] with their `_with_fds`
+ * calls), where [ctor@Mpg.Lock.new_from_handle] rebuilds it.
+ *
+ * Returns: (transfer floating): the handle, or %NULL with @error set if
+ *   the file descriptor could not be added
+ */
+GVariant *
+mpg_lock_to_handle (MpgLock      *self,
+                    GUnixFDList  *fd_list,
+                    GError      **error)
+{
+  MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+
+  g_return_val_if_fail (MPG_IS_LOCK (self), NULL);
+  g_return_val_if_fail (G_IS_UNIX_FD_LIST (fd_list), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!check_ready (self, error))
+    return NULL;
+
+  return _mpg_sync_to_handle (priv->sync, fd_list, error);
+}
+
+/**
+ * mpg_lock_new_from_handle:
+ * @handle: a value from [method@Mpg.Lock.to_handle]; a floating reference
+ *   is sunk
+ * @fd_list: (nullable): the file descriptors that @handle indexes
+ * @error: return location for a #GError
+ *
+ * Rebuilds a lock that another process (or this one) described with
+ * [method@Mpg.Lock.to_handle]: the same lock, an [class@Mpg.RLock] if it
+ * was one. The new object duplicates the file descriptor it needs;
+ * @fd_list keeps its own.
+ *
+ * Returns: (transfer full): the lock, or %NULL with
+ *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe a lock
+ */
+MpgLock *
+mpg_lock_new_from_handle (GVariant     *handle,
+                          GUnixFDList  *fd_list,
+                          GError      **error)
+{
+  MpgSync *sync;
+
+  g_return_val_if_fail (handle != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  sync = _mpg_sync_new_from_handle (handle, fd_list, error);
+  if (sync == NULL)
+    return NULL;
+
+  if (sync->kind != MPG_SYNC_LOCK && sync->kind != MPG_SYNC_RLOCK)
+    {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "Not a lock's handle but a %s's", _mpg_sync_kind_name (sync->kind));
+      _mpg_sync_free (sync);
+      return NULL;
+    }
+
+  g_private_set (&adopt_sync, sync);
+  return g_object_new (sync->kind == MPG_SYNC_RLOCK ? MPG_TYPE_RLOCK : MPG_TYPE_LOCK, NULL);
+}
