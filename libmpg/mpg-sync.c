@@ -406,10 +406,40 @@ static gint32 self_pid;
 static guint64 self_start;
 G_LOCK_DEFINE_STATIC (self);
 
+/* Who the calling thread is, cached: getpid() and gettid() are system
+ * calls, which would cost more than the rest of an uncontended acquire.
+ * A fork child has a new identity; the generation, bumped after every
+ * fork() in the child, makes each thread look again. */
+static gint fork_generation = 1;
+static __thread gint self_generation;
+static __thread MpgSyncOwner self_cached;
+
+static void
+sync_after_fork_in_child (void)
+{
+  fork_generation++;
+}
+
 void
 _mpg_sync_self (MpgSyncOwner *out)
 {
-  gint32 pid = getpid ();
+  static gsize registered = 0;
+  gint32 pid;
+
+  if (G_LIKELY (self_generation == g_atomic_int_get (&fork_generation)))
+    {
+      *out = self_cached;
+      return;
+    }
+
+  if (g_once_init_enter (&registered))
+    {
+      pthread_atfork (NULL, NULL, sync_after_fork_in_child);
+      g_once_init_leave (&registered, 1);
+    }
+
+  self_generation = g_atomic_int_get (&fork_generation);
+  pid = getpid ();
 
   G_LOCK (self);
   if (pid != self_pid)
@@ -417,17 +447,18 @@ _mpg_sync_self (MpgSyncOwner *out)
       gboolean zombie, gone;
       guint64 start = 0;
 
-      /* Once per process: a forked child has a new pid. */
+      /* Once per process. */
       if (!read_proc_stat (pid, &start, &zombie, &gone))
         start = 0;
       self_start = start;
       self_pid = pid;
     }
-  out->start = self_start;
+  self_cached.start = self_start;
   G_UNLOCK (self);
 
-  out->pid = pid;
-  out->tid = syscall (SYS_gettid);
+  self_cached.pid = pid;
+  self_cached.tid = syscall (SYS_gettid);
+  *out = self_cached;
 }
 
 gboolean
@@ -454,10 +485,9 @@ _mpg_sync_owner_alive (const MpgSyncOwner *owner)
         return FALSE;
       return owner->start == 0 || start == owner->start;
     }
-  if (gone)
-    return FALSE;
 
-  /* No /proc: only whether the pid exists at all. */
+  /* No /proc, or one that hides other users' processes: only whether the
+   * pid exists at all (EPERM: it does). */
   return !(kill (owner->pid, 0) < 0 && errno == ESRCH);
 }
 
