@@ -16,6 +16,10 @@
  *   bench-floor gui N                1 ms GLib timeout while 2 children square
  *                                    N ints and stream them back (fd watches)
  *   bench-floor memory               RSS/PSS of the parent and an idle child
+ *   bench-floor lock N               N uncontended lock + unlock of a
+ *                                    process-shared (not robust) pthread mutex
+ *   bench-floor lock-counter N       2 forked children each add 1 to a shared
+ *                                    counter N times under that mutex
  *
  * Copyright 2026 The libmpg authors
  * SPDX-License-Identifier: LGPL-2.1-or-later
@@ -28,6 +32,8 @@
 #include <glib.h>
 #include <glib-unix.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -690,6 +696,71 @@ w_memory (void)
   return 0;
 }
 
+typedef struct {
+  pthread_mutex_t mutex;
+  volatile long counter;
+  volatile int go;
+} Shared;
+
+static Shared *
+shared_new (void)
+{
+  Shared *sh = mmap (NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  pthread_mutexattr_t attr;
+
+  pthread_mutexattr_init (&attr);
+  pthread_mutexattr_setpshared (&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init (&sh->mutex, &attr);
+  pthread_mutexattr_destroy (&attr);
+  return sh;
+}
+
+static int
+w_lock (unsigned n)
+{
+  Shared *sh = shared_new ();
+  double t0 = now ();
+
+  for (unsigned i = 0; i < n; i++)
+    {
+      pthread_mutex_lock (&sh->mutex);
+      pthread_mutex_unlock (&sh->mutex);
+    }
+  printf ("{\"seconds\": %.6f}\n", now () - t0);
+  return 0;
+}
+
+static int
+w_lock_counter (unsigned n)
+{
+  Shared *sh = shared_new ();
+  double t0 = now ();
+  pid_t pids[2];
+
+  for (int c = 0; c < 2; c++)
+    {
+      pids[c] = fork ();
+      if (pids[c] == 0)
+        {
+          /* Both start together, so that they contend. */
+          while (!__atomic_load_n (&sh->go, __ATOMIC_ACQUIRE))
+            ;
+          for (unsigned i = 0; i < n; i++)
+            {
+              pthread_mutex_lock (&sh->mutex);
+              sh->counter++;
+              pthread_mutex_unlock (&sh->mutex);
+            }
+          _exit (0);
+        }
+    }
+  __atomic_store_n (&sh->go, 1, __ATOMIC_RELEASE);
+  for (int c = 0; c < 2; c++)
+    waitpid (pids[c], NULL, 0);
+  printf ("{\"seconds\": %.6f}\n", now () - t0);
+  return sh->counter == 2 * (long) n ? 0 : 1;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -712,6 +783,10 @@ main (int argc, char **argv)
     return w_gui (ARG (2, 100000));
   if (g_str_equal (w, "memory"))
     return w_memory ();
-  fprintf (stderr, "usage: bench-floor map|apply|sock|fifo|spawn|cpu|lifecycle|gui|memory ARGS\n");
+  if (g_str_equal (w, "lock"))
+    return w_lock (ARG (2, 1000000));
+  if (g_str_equal (w, "lock-counter"))
+    return w_lock_counter (ARG (2, 100000));
+  fprintf (stderr, "usage: bench-floor map|apply|sock|fifo|spawn|cpu|lifecycle|gui|memory|lock|lock-counter ARGS\n");
   return 2;
 }

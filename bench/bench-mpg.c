@@ -15,12 +15,16 @@
  *   bench-mpg lifecycle              pool of 2: create, map 2 items, close, join
  *   bench-mpg gui N                  1 ms timeout while map_async of N items
  *   bench-mpg memory                 RSS/PSS of the parent and an idle worker
+ *   bench-mpg lock N                 N uncontended acquire + release of a Lock
+ *   bench-mpg lock-counter N         2 children each add 1 to a shared counter
+ *                                    N times under a Lock
  *
  * Copyright 2026 The libmpg authors
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 
 #include <libmpg.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,6 +392,86 @@ w_memory (void)
   return 0;
 }
 
+static int
+w_lock (guint n)
+{
+  GError *error = NULL;
+  MpgLock *lock = mpg_lock_new (&error);
+  gint64 t0;
+
+  if (lock == NULL)
+    die (error);
+  t0 = g_get_monotonic_time ();
+  for (guint i = 0; i < n; i++)
+    {
+      mpg_lock_acquire (lock, -1, NULL, NULL, NULL);
+      mpg_lock_release (lock, NULL);
+    }
+  printf ("{\"seconds\": %.6f}\n", (g_get_monotonic_time () - t0) / 1e6);
+  g_object_unref (lock);
+  return 0;
+}
+
+typedef struct {
+  MpgLock *lock;
+  volatile gint64 *counter;   /* [0]: the counter; [1]: go */
+  guint n;
+} Counter;
+
+static GVariant *
+count_task (GVariant *arg, gpointer user_data, GError **error)
+{
+  Counter *c = user_data;
+
+  /* Both start together, so that they contend. */
+  while (!__atomic_load_n (&c->counter[1], __ATOMIC_ACQUIRE))
+    ;
+  for (guint i = 0; i < c->n; i++)
+    {
+      if (!mpg_lock_acquire (c->lock, -1, NULL, NULL, error))
+        return NULL;
+      *c->counter += 1;
+      if (!mpg_lock_release (c->lock, error))
+        return NULL;
+    }
+  return NULL;
+}
+
+static int
+w_lock_counter (guint n)
+{
+  GError *error = NULL;
+  Counter c = { mpg_lock_new (&error), NULL, n };
+  MpgProcess *p[2];
+  gint64 t0;
+
+  if (c.lock == NULL)
+    die (error);
+  c.counter = mmap (NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  t0 = g_get_monotonic_time ();
+  for (guint i = 0; i < 2; i++)
+    {
+      p[i] = mpg_process_new (NULL, count_task, &c, NULL);
+      if (!mpg_process_start (p[i], &error))
+        die (error);
+    }
+  __atomic_store_n (&c.counter[1], 1, __ATOMIC_RELEASE);
+  for (guint i = 0; i < 2; i++)
+    {
+      if (!mpg_process_join (p[i], -1, NULL, &error))
+        die (error);
+      g_object_unref (p[i]);
+    }
+  printf ("{\"seconds\": %.6f}\n", (g_get_monotonic_time () - t0) / 1e6);
+  if (*c.counter != 2 * (gint64) n)
+    {
+      fprintf (stderr, "lock-counter: %" G_GINT64_FORMAT " != %u\n", *c.counter, 2 * n);
+      return 1;
+    }
+  g_object_unref (c.lock);
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -412,6 +496,10 @@ main (int argc, char **argv)
     return w_gui (ARG (2, 100000));
   if (g_str_equal (w, "memory"))
     return w_memory ();
-  fprintf (stderr, "usage: bench-mpg map|map-chunk|apply|queue|pipe|spawn|cpu|lifecycle|gui|memory ARGS\n");
+  if (g_str_equal (w, "lock"))
+    return w_lock (ARG (2, 1000000));
+  if (g_str_equal (w, "lock-counter"))
+    return w_lock_counter (ARG (2, 100000));
+  fprintf (stderr, "usage: bench-mpg map|map-chunk|apply|queue|pipe|spawn|cpu|lifecycle|gui|memory|lock|lock-counter ARGS\n");
   return 2;
 }

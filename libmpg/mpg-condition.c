@@ -324,7 +324,7 @@ finish_waiter (Waiter        *waiter,
     {
       /* The slot is ours until we free it, unless a peer that saw us dead
        * took it: then there is nothing to wait for. */
-      if (!_mpg_sync_same_process (&slot->owner, &waiter->me) || slot->owner.tid != waiter->me.tid)
+      if (!_mpg_sync_same_process (&slot->owner, &waiter->me) || slot->owner.thread != waiter->me.thread)
         break;
       if (slot->notified)
         {
@@ -340,7 +340,7 @@ finish_waiter (Waiter        *waiter,
         break;
     }
 
-  if (_mpg_sync_same_process (&slot->owner, &waiter->me) && slot->owner.tid == waiter->me.tid)
+  if (_mpg_sync_same_process (&slot->owner, &waiter->me) && slot->owner.thread == waiter->me.thread)
     memset (slot, 0, sizeof *slot);
 
   _mpg_sync_unlock (self->sync);

@@ -307,7 +307,7 @@ held_by (const LockState    *state,
 {
   return state->count > 0 &&
          _mpg_sync_same_process (&state->owner, owner) &&
-         state->owner.tid == owner->tid;
+         state->owner.thread == owner->thread;
 }
 
 gboolean

@@ -54,9 +54,10 @@ typedef enum
 
 typedef struct
 {
-  gint32  pid;    /* 0: nobody */
-  gint32  tid;
-  guint64 start;  /* start time, clock ticks after boot; 0 if unknown */
+  gint32  pid;     /* 0: nobody */
+  gint32  padding;
+  guint64 start;   /* start time, clock ticks after boot; 0 if unknown */
+  guint64 thread;  /* pthread_self() in that process */
 } MpgSyncOwner;
 
 typedef struct
@@ -100,7 +101,8 @@ void      _mpg_sync_unlock           (MpgSync       *sync);
 typedef struct
 {
   MpgSync      *sync;
-  gint64        deadline;     /* monotonic µs; -1: none */
+  gint          timeout_msec;
+  gint64        deadline;     /* monotonic µs; -1: none; 0: not yet known */
   gint64        next_check;   /* monotonic µs */
   gint64        slice;        /* µs */
   GCancellable *cancellable;

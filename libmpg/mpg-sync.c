@@ -30,6 +30,9 @@
 #define SLICE_MIN (20 * G_TIME_SPAN_MILLISECOND)
 #define SLICE_MAX (1000 * G_TIME_SPAN_MILLISECOND)
 
+/* How many times a waiter looks for a change before it sleeps. */
+#define SPIN_COUNT 200
+
 static const char * const kind_names[] = {
   NULL, "lock", "rlock", "semaphore", "event", "condition", "barrier",
 };
@@ -281,13 +284,12 @@ _mpg_sync_wait_init (MpgSyncWait  *w,
                      gint          timeout_msec,
                      GCancellable *cancellable)
 {
-  gint64 now = g_get_monotonic_time ();
-
+  /* The clock is read at the first wait: most calls do not wait, and
+   * reading it costs as much as the rest of an uncontended acquire. */
   memset (w, 0, sizeof *w);
   w->sync = sync;
-  w->deadline = timeout_msec < 0 ? -1 : now + (gint64) timeout_msec * G_TIME_SPAN_MILLISECOND;
+  w->timeout_msec = timeout_msec;
   w->slice = SLICE_MIN;
-  w->next_check = now + w->slice;
   if (cancellable != NULL)
     {
       w->cancellable = g_object_ref (cancellable);
@@ -321,6 +323,11 @@ _mpg_sync_wait (MpgSyncWait  *w,
     return FALSE;
 
   now = g_get_monotonic_time ();
+  if (w->deadline == 0)
+    {
+      w->deadline = w->timeout_msec < 0 ? -1 : now + (gint64) w->timeout_msec * G_TIME_SPAN_MILLISECOND;
+      w->next_check = now + w->slice;
+    }
   if (w->deadline >= 0 && now >= w->deadline)
     {
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT, "Timed out");
@@ -339,6 +346,25 @@ _mpg_sync_wait (MpgSyncWait  *w,
     until = MIN (until, w->deadline);
 
   seq = __atomic_load_n (&header->seq, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock (&header->guard);
+
+  /* A holder on another CPU often releases within a few microseconds:
+   * spin a little before paying for a sleep and a wake-up. */
+  for (guint i = 0; i < SPIN_COUNT; i++)
+    {
+      if (__atomic_load_n (&header->seq, __ATOMIC_RELAXED) != seq)
+        {
+          _mpg_sync_lock (w->sync);
+          return TRUE;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause ();
+#endif
+    }
+
+  _mpg_sync_lock (w->sync);
+  if (__atomic_load_n (&header->seq, __ATOMIC_SEQ_CST) != seq)
+    return TRUE;
   header->n_sleepers++;
   pthread_mutex_unlock (&header->guard);
 
@@ -406,13 +432,12 @@ static gint32 self_pid;
 static guint64 self_start;
 G_LOCK_DEFINE_STATIC (self);
 
-/* Who the calling thread is, cached: getpid() and gettid() are system
- * calls, which would cost more than the rest of an uncontended acquire.
- * A fork child has a new identity; the generation, bumped after every
- * fork() in the child, makes each thread look again. */
+/* Who the calling thread is: its process's pid and start time, cached
+ * (getpid() is a system call, which would cost more than the rest of an
+ * uncontended acquire), and pthread_self(). A fork child has a new pid: the
+ * generation, bumped after every fork() in the child, makes it look again. */
 static gint fork_generation = 1;
-static __thread gint self_generation;
-static __thread MpgSyncOwner self_cached;
+static gint self_generation;
 
 static void
 sync_after_fork_in_child (void)
@@ -424,11 +449,15 @@ void
 _mpg_sync_self (MpgSyncOwner *out)
 {
   static gsize registered = 0;
-  gint32 pid;
+  gint generation = g_atomic_int_get (&fork_generation);
 
-  if (G_LIKELY (self_generation == g_atomic_int_get (&fork_generation)))
+  out->padding = 0;
+  out->thread = (guint64) pthread_self ();
+
+  if (G_LIKELY (g_atomic_int_get (&self_generation) == generation))
     {
-      *out = self_cached;
+      out->pid = self_pid;
+      out->start = self_start;
       return;
     }
 
@@ -438,27 +467,24 @@ _mpg_sync_self (MpgSyncOwner *out)
       g_once_init_leave (&registered, 1);
     }
 
-  self_generation = g_atomic_int_get (&fork_generation);
-  pid = getpid ();
-
   G_LOCK (self);
-  if (pid != self_pid)
+  if (self_generation != generation)
     {
       gboolean zombie, gone;
       guint64 start = 0;
+      gint32 pid = getpid ();
 
       /* Once per process. */
       if (!read_proc_stat (pid, &start, &zombie, &gone))
         start = 0;
       self_start = start;
       self_pid = pid;
+      /* Published last: a thread that sees it sees the values. */
+      g_atomic_int_set (&self_generation, generation);
     }
-  self_cached.start = self_start;
+  out->pid = self_pid;
+  out->start = self_start;
   G_UNLOCK (self);
-
-  self_cached.pid = pid;
-  self_cached.tid = syscall (SYS_gettid);
-  *out = self_cached;
 }
 
 gboolean

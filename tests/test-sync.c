@@ -214,6 +214,22 @@ count_dev_shm (void)
   return n;
 }
 
+/* Drops @obj and waits until it is finalized: an async wait's thread lets
+ * go of its object just after the callback ran. */
+static void
+unref_and_wait (gpointer obj)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  g_object_add_weak_pointer (G_OBJECT (obj), &obj);
+  g_object_unref (obj);
+  while (g_atomic_pointer_get (&obj) != NULL)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_usleep (1000);
+    }
+}
+
 static guint
 iterations (void)
 {
@@ -924,6 +940,8 @@ test_async_in_main_loop (void)
   join_ok (setter);
 
   g_main_loop_unref (state.loop);
+  unref_and_wait (g_steal_pointer (&kit.lock));
+  unref_and_wait (g_steal_pointer (&kit.event));
 }
 
 typedef struct
@@ -988,7 +1006,7 @@ main (int   argc,
     g_auto(Kit) kit = { .mem_fd = -1 };
     g_autoptr(MpgProcess) p = NULL;
 
-    g_autoptr(MpgEvent) event = mpg_event_new (NULL);
+    MpgEvent *event = mpg_event_new (NULL);
     AsyncState state = { 0 };
 
     p = start_kit_child (child_nothing, &kit, 0);
@@ -1000,6 +1018,8 @@ main (int   argc,
     mpg_event_wait_async (event, NULL, event_waited_cb, &state);
     run_loop (&state);
     g_main_loop_unref (state.loop);
+
+    unref_and_wait (event);
   }
 
   for (guint i = 0; i < G_N_ELEMENTS (tests); i++)
