@@ -89,11 +89,21 @@
  * what happens when the holding process dies.
  */
 
+/* The lock is its word: 0 when free, else the holder's pid, with
+ * WAITERS set once a waiter sleeps (a release then wakes the sleepers).
+ * Taking and giving it is one atomic operation, without the guard; the
+ * other fields are the holder's, written after it took the word and
+ * cleared before it gives it back, and only read by others to tell
+ * whether the holder is alive (start) or is the calling thread (thread). */
+#define WAITERS  0x80000000u
+#define PID_MASK 0x7fffffffu
+
 typedef struct
 {
-  guint32      count;       /* 0: free; Lock: 1; RLock: the recursion depth */
-  guint32      padding;
-  MpgSyncOwner owner;
+  guint32 word;
+  guint32 count;    /* RLock: the recursion depth */
+  guint64 start;    /* the holder's start time; 0 while unknown */
+  guint64 thread;   /* the holder's thread */
 } LockState;
 
 G_STATIC_ASSERT (sizeof (LockState) <= MPG_SYNC_STATE_MAX);
@@ -302,12 +312,27 @@ _mpg_lock_get_sync (MpgLock *lock)
 }
 
 static gboolean
-held_by (const LockState    *state,
+held_by (LockState          *state,
          const MpgSyncOwner *owner)
 {
-  return state->count > 0 &&
-         _mpg_sync_same_process (&state->owner, owner) &&
-         state->owner.thread == owner->thread;
+  guint32 word = __atomic_load_n (&state->word, __ATOMIC_SEQ_CST);
+
+  /* Only the holder writes thread, and clears it before it releases. */
+  return word != 0 && (word & PID_MASK) == (guint32) owner->pid &&
+         __atomic_load_n (&state->thread, __ATOMIC_RELAXED) == owner->thread &&
+         __atomic_load_n (&state->start, __ATOMIC_RELAXED) == owner->start;
+}
+
+static gboolean
+holder_alive (LockState *state,
+              guint32    word)
+{
+  MpgSyncOwner holder = { 0 };
+
+  holder.pid = word & PID_MASK;
+  /* 0 when the holder has not written it yet: only its pid is checked. */
+  holder.start = __atomic_load_n (&state->start, __ATOMIC_RELAXED);
+  return _mpg_sync_owner_alive (&holder);
 }
 
 gboolean
@@ -323,58 +348,88 @@ _mpg_lock_acquire_as (MpgLock            *self,
   MpgSync *sync = priv->sync;
   LockState *state = sync->state;
   gboolean recursive = MPG_IS_RLOCK (self);
-  gboolean died = FALSE, ok = FALSE;
+  guint32 me = (guint32) owner->pid & PID_MASK;
+  guint32 flag = 0;
+  gboolean died = FALSE, waiting = FALSE;
   MpgSyncWait w;
 
   if (out_owner_died != NULL)
     *out_owner_died = FALSE;
 
-  _mpg_sync_wait_init (&w, sync, timeout_msec, cancellable);
-  _mpg_sync_lock (sync);
-
   for (;;)
     {
-      if (state->count == 0)
-        break;
+      guint32 c = __atomic_load_n (&state->word, __ATOMIC_SEQ_CST);
+      guint32 seq;
+
+      if (c == 0)
+        {
+          /* After a sleep, WAITERS stays set: others may sleep too. */
+          if (__atomic_compare_exchange_n (&state->word, &c, me | flag, FALSE,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            break;
+          continue;
+        }
 
       if (recursive && held_by (state, owner))
         {
           state->count += count;
-          ok = TRUE;
           goto out;
         }
 
       /* Without waiting, or at a check time: is the holder gone? */
-      if ((timeout_msec == 0 || w.check_due) && !_mpg_sync_owner_alive (&state->owner))
+      if ((timeout_msec == 0 || (waiting && w.check_due)) && !holder_alive (state, c))
         {
-          g_debug ("A %s's holder, process %d, died holding it",
-                   _mpg_sync_kind_name (sync->kind), state->owner.pid);
-          died = TRUE;
-          break;
+          if (__atomic_compare_exchange_n (&state->word, &c, me | WAITERS, FALSE,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            {
+              g_debug ("A %s's holder, process %u, died holding it",
+                       _mpg_sync_kind_name (sync->kind), c & PID_MASK);
+              died = TRUE;
+              break;
+            }
+          continue;
         }
 
       if (timeout_msec == 0)
         {
-          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT,
-                               "The lock is held");
-          goto out;
+          g_set_error_literal (error, MPG_ERROR, MPG_ERROR_TIMEOUT, "The lock is held");
+          return FALSE;
         }
 
-      if (!_mpg_sync_wait (&w, error))
-        goto out;
+      if (!waiting)
+        {
+          _mpg_sync_wait_init (&w, sync, timeout_msec, cancellable);
+          waiting = TRUE;
+        }
+
+      /* Say that someone sleeps, then sleep unless the word moved since:
+       * a release that clears the word after we read seq bumps it. */
+      if (!(c & WAITERS) &&
+          !__atomic_compare_exchange_n (&state->word, &c, c | WAITERS, FALSE,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        continue;
+      seq = _mpg_sync_seq (sync);
+      if (__atomic_load_n (&state->word, __ATOMIC_SEQ_CST) != (c | WAITERS))
+        continue;
+      flag = WAITERS;
+
+      if (!_mpg_sync_sleep (&w, seq, error))
+        {
+          _mpg_sync_wait_clear (&w);
+          return FALSE;
+        }
     }
 
-  state->owner = *owner;
+  __atomic_store_n (&state->start, owner->start, __ATOMIC_RELAXED);
+  __atomic_store_n (&state->thread, owner->thread, __ATOMIC_RELAXED);
   state->count = count;
-  ok = TRUE;
 
 out:
-  _mpg_sync_unlock (sync);
-  _mpg_sync_wait_clear (&w);
-
-  if (ok && out_owner_died != NULL)
+  if (waiting)
+    _mpg_sync_wait_clear (&w);
+  if (out_owner_died != NULL)
     *out_owner_died = died;
-  return ok;
+  return TRUE;
 }
 
 /**
@@ -526,6 +581,21 @@ mpg_lock_acquire_finish (MpgLock       *self,
  *   lock is not held (Python's `ValueError`), or if an [class@Mpg.RLock]
  *   is not held by the calling thread (Python's `AssertionError`)
  */
+/* Gives the word back, waking the sleepers if any. */
+static void
+release_word (MpgSync   *sync,
+              LockState *state)
+{
+  guint32 old;
+
+  __atomic_store_n (&state->thread, 0, __ATOMIC_RELAXED);
+  __atomic_store_n (&state->start, 0, __ATOMIC_RELAXED);
+  state->count = 0;
+  old = __atomic_exchange_n (&state->word, 0, __ATOMIC_SEQ_CST);
+  if (old & WAITERS)
+    _mpg_sync_bump (sync);
+}
+
 gboolean
 mpg_lock_release (MpgLock  *self,
                   GError  **error)
@@ -533,7 +603,6 @@ mpg_lock_release (MpgLock  *self,
   MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
   MpgSyncOwner me;
   LockState *state;
-  gboolean ok = TRUE;
 
   g_return_val_if_fail (MPG_IS_LOCK (self), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
@@ -542,38 +611,28 @@ mpg_lock_release (MpgLock  *self,
     return FALSE;
 
   state = priv->sync->state;
-  _mpg_sync_self (&me);
-  _mpg_sync_lock (priv->sync);
 
   if (MPG_IS_RLOCK (self))
     {
+      _mpg_sync_self (&me);
       if (!held_by (state, &me))
         {
           g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
                                "Attempt to release a recursive lock not owned by the thread");
-          ok = FALSE;
+          return FALSE;
         }
-      else if (--state->count == 0)
-        {
-          memset (&state->owner, 0, sizeof state->owner);
-          _mpg_sync_changed (priv->sync);
-        }
+      if (--state->count > 0)
+        return TRUE;
     }
-  else if (state->count == 0)
+  else if (__atomic_load_n (&state->word, __ATOMIC_SEQ_CST) == 0)
     {
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
                            "The lock is released too many times");
-      ok = FALSE;
-    }
-  else
-    {
-      state->count = 0;
-      memset (&state->owner, 0, sizeof state->owner);
-      _mpg_sync_changed (priv->sync);
+      return FALSE;
     }
 
-  _mpg_sync_unlock (priv->sync);
-  return ok;
+  release_word (priv->sync, state);
+  return TRUE;
 }
 
 gboolean
@@ -584,27 +643,18 @@ _mpg_lock_release_all (MpgLock  *self,
   MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
   LockState *state = priv->sync->state;
   MpgSyncOwner me;
-  gboolean ok = TRUE;
 
   _mpg_sync_self (&me);
-  _mpg_sync_lock (priv->sync);
-
   if (!held_by (state, &me))
     {
-      ok = FALSE;
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
                            "The lock is not held by the calling thread");
-    }
-  else
-    {
-      *out_count = state->count;
-      state->count = 0;
-      memset (&state->owner, 0, sizeof state->owner);
-      _mpg_sync_changed (priv->sync);
+      return FALSE;
     }
 
-  _mpg_sync_unlock (priv->sync);
-  return ok;
+  *out_count = MPG_IS_RLOCK (self) ? state->count : 1;
+  release_word (priv->sync, state);
+  return TRUE;
 }
 
 /**
@@ -629,9 +679,7 @@ mpg_lock_is_mine (MpgLock *self)
     return FALSE;
 
   _mpg_sync_self (&me);
-  _mpg_sync_lock (priv->sync);
   mine = held_by (priv->sync->state, &me);
-  _mpg_sync_unlock (priv->sync);
   return mine;
 }
 
@@ -648,6 +696,7 @@ guint
 mpg_lock_get_count (MpgLock *self)
 {
   MpgLockPrivate *priv = mpg_lock_get_instance_private (self);
+  LockState *state;
   guint count;
 
   g_return_val_if_fail (MPG_IS_LOCK (self), 0);
@@ -655,9 +704,10 @@ mpg_lock_get_count (MpgLock *self)
   if (priv->sync == NULL)
     return 0;
 
-  _mpg_sync_lock (priv->sync);
-  count = ((LockState *) priv->sync->state)->count;
-  _mpg_sync_unlock (priv->sync);
+  state = priv->sync->state;
+  if (__atomic_load_n (&state->word, __ATOMIC_SEQ_CST) == 0)
+    return 0;
+  count = MPG_IS_RLOCK (self) ? state->count : 1;
   return count;
 }
 

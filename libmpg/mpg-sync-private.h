@@ -122,6 +122,16 @@ void      _mpg_sync_wait_clear       (MpgSyncWait   *w);
 gboolean  _mpg_sync_wait             (MpgSyncWait   *w,
                                       GError       **error);
 
+/* Without the guard, for states kept in atomic words: sleeps until
+ * sync's sequence number is not @seq (read before the state was looked
+ * at), a check time, the deadline or cancellation. Returns as
+ * _mpg_sync_wait(). A change is published with _mpg_sync_bump(). */
+gboolean  _mpg_sync_sleep            (MpgSyncWait   *w,
+                                      guint32        seq,
+                                      GError       **error);
+guint32   _mpg_sync_seq              (MpgSync       *sync);
+void      _mpg_sync_bump             (MpgSync       *sync);
+
 void      _mpg_sync_self             (MpgSyncOwner  *out);
 gboolean  _mpg_sync_owner_alive      (const MpgSyncOwner *owner);
 gboolean  _mpg_sync_same_process     (const MpgSyncOwner *a,

@@ -308,16 +308,18 @@ _mpg_sync_wait_clear (MpgSyncWait *w)
     }
 }
 
-gboolean
-_mpg_sync_wait (MpgSyncWait  *w,
-                GError      **error)
+/* The bookkeeping of a wait: FALSE with an error when it must end, TRUE
+ * with w->check_due set when it is time to look at the holders, else TRUE
+ * with *until, when the sleep must end at the latest. */
+static gboolean
+wait_begin (MpgSyncWait  *w,
+            gint64       *until,
+            GError      **error)
 {
-  MpgSyncHeader *header = w->sync->header;
-  struct timespec ts;
-  gint64 now, until;
-  guint32 seq;
+  gint64 now;
 
   w->check_due = FALSE;
+  *until = 0;
 
   if (g_cancellable_set_error_if_cancelled (w->cancellable, error))
     return FALSE;
@@ -341,25 +343,65 @@ _mpg_sync_wait (MpgSyncWait  *w,
       return TRUE;
     }
 
-  until = w->next_check;
+  *until = w->next_check;
   if (w->deadline >= 0)
-    until = MIN (until, w->deadline);
+    *until = MIN (*until, w->deadline);
+  return TRUE;
+}
+
+/* A holder on another CPU often releases within a few microseconds: spin
+ * a little before paying for a sleep and a wake-up. TRUE if seq moved. */
+static gboolean
+spin_on (guint32 *word,
+         guint32  seq)
+{
+  for (guint i = 0; i < SPIN_COUNT; i++)
+    {
+      if (__atomic_load_n (word, __ATOMIC_RELAXED) != seq)
+        return TRUE;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause ();
+#endif
+    }
+  return FALSE;
+}
+
+static void
+futex_sleep (guint32 *word,
+             guint32  seq,
+             gint64   until)
+{
+  gint64 left = until - g_get_monotonic_time ();
+  struct timespec ts;
+
+  if (left <= 0)
+    return;
+  ts.tv_sec = left / G_USEC_PER_SEC;
+  ts.tv_nsec = (left % G_USEC_PER_SEC) * 1000;
+  /* EINTR, EAGAIN (seq moved on) and ETIMEDOUT all mean: look again. */
+  syscall (SYS_futex, word, FUTEX_WAIT, seq, &ts, NULL, 0);
+}
+
+gboolean
+_mpg_sync_wait (MpgSyncWait  *w,
+                GError      **error)
+{
+  MpgSyncHeader *header = w->sync->header;
+  gint64 until;
+  guint32 seq;
+
+  if (!wait_begin (w, &until, error))
+    return FALSE;
+  if (w->check_due)
+    return TRUE;
 
   seq = __atomic_load_n (&header->seq, __ATOMIC_SEQ_CST);
   pthread_mutex_unlock (&header->guard);
 
-  /* A holder on another CPU often releases within a few microseconds:
-   * spin a little before paying for a sleep and a wake-up. */
-  for (guint i = 0; i < SPIN_COUNT; i++)
+  if (spin_on (&header->seq, seq))
     {
-      if (__atomic_load_n (&header->seq, __ATOMIC_RELAXED) != seq)
-        {
-          _mpg_sync_lock (w->sync);
-          return TRUE;
-        }
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause ();
-#endif
+      _mpg_sync_lock (w->sync);
+      return TRUE;
     }
 
   _mpg_sync_lock (w->sync);
@@ -368,14 +410,41 @@ _mpg_sync_wait (MpgSyncWait  *w,
   header->n_sleepers++;
   pthread_mutex_unlock (&header->guard);
 
-  ts.tv_sec = (until - now) / G_USEC_PER_SEC;
-  ts.tv_nsec = ((until - now) % G_USEC_PER_SEC) * 1000;
-  /* EINTR, EAGAIN (seq moved on) and ETIMEDOUT all mean: look again. */
-  syscall (SYS_futex, &header->seq, FUTEX_WAIT, seq, &ts, NULL, 0);
+  futex_sleep (&header->seq, seq, until);
 
   _mpg_sync_lock (w->sync);
   header->n_sleepers--;
   return TRUE;
+}
+
+gboolean
+_mpg_sync_sleep (MpgSyncWait  *w,
+                 guint32       seq,
+                 GError      **error)
+{
+  MpgSyncHeader *header = w->sync->header;
+  gint64 until;
+
+  if (!wait_begin (w, &until, error))
+    return FALSE;
+  if (w->check_due || spin_on (&header->seq, seq))
+    return TRUE;
+
+  futex_sleep (&header->seq, seq, until);
+  return TRUE;
+}
+
+guint32
+_mpg_sync_seq (MpgSync *sync)
+{
+  return __atomic_load_n (&sync->header->seq, __ATOMIC_SEQ_CST);
+}
+
+void
+_mpg_sync_bump (MpgSync *sync)
+{
+  __atomic_add_fetch (&sync->header->seq, 1, __ATOMIC_SEQ_CST);
+  futex_wake_all (&sync->header->seq);
 }
 
 /* The start time of a process in clock ticks after boot (field 22 of
