@@ -71,12 +71,13 @@
  *
  * ## Under the hood
  *
- * A lock is a page of a sealed memfd that every process maps: its state is
- * changed under a robust process-shared mutex held for a few instructions,
- * and waiters sleep on a futex. Nothing is created in the file system or
- * in `/dev/shm`: the kernel frees the page when the last process that has
- * it is gone. Each lock costs one file descriptor in each process that
- * holds it.
+ * A lock is a page of a sealed memfd that every process maps. The lock
+ * itself is one word of it, the holder's pid, taken and given back with one
+ * atomic operation (about 40 ns for an uncontended acquire and release);
+ * waiters spin briefly, then sleep on a futex. Nothing is created in the
+ * file system or in `/dev/shm`: the kernel frees the page when the last
+ * process that has it is gone. Each lock costs one file descriptor in each
+ * process that holds it.
  */
 
 /**

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # check-example.py: run an example program and check what it prints
 #
-# Usage: check-example.py hello|info|queue|queue-python|queue-js|pool|pool-js|progress PROGRAM [ARGS...]
+# Usage: check-example.py hello|info|queue|queue-python|queue-js|pool|pool-js|progress|lock|shared|shared-js PROGRAM [ARGS...]
 #
 # hello: the output is exactly "hello bob".
 # info: a "main line" block printed by the program itself (its parent is
@@ -13,6 +13,9 @@
 # pool: [1, 4, 9], the squares of [1, 2, 3] computed by a pool's workers
 # (GVariant's text of an 'ai' and Python's text of a list are the same).
 # pool-js: JavaScript's JSON text of it, [1,4,9].
+# lock: "hello world 0" to "hello world 9", once each, in any order.
+# shared: 3.1415927 and the negated range(10), set by a child in a
+# shared Value and Array (shared-js: JavaScript's JSON text of the array).
 # progress: "progress DONE/TOTAL" lines, DONE increasing up to TOTAL, then
 # the sum of the squares of 1..TOTAL, then the ticks of a timer of the same
 # main loop and their worst delay.
@@ -146,6 +149,13 @@ def check_progress(argv):
         fail('the timer of the main loop never ran', proc)
 
 
+def check_lock(argv):
+    proc = run(argv)
+    lines = proc.stdout.splitlines()
+    if sorted(lines) != sorted('hello world %d' % i for i in range(10)):
+        fail('expected "hello world 0" to "hello world 9", one line each', proc)
+
+
 CHECKS = {
     'hello': check_hello,
     'info': check_info,
@@ -155,6 +165,9 @@ CHECKS = {
     'pool': check_exactly('[1, 4, 9]'),
     'pool-js': check_exactly('[1,4,9]'),
     'progress': check_progress,
+    'lock': check_lock,
+    'shared': check_exactly('3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]'),
+    'shared-js': check_exactly('3.1415927\n[0,-1,-2,-3,-4,-5,-6,-7,-8,-9]'),
 }
 
 
