@@ -29,4 +29,6 @@
 # include "mpg-event.h"
 # include "mpg-condition.h"
 # include "mpg-barrier.h"
+# include "mpg-shared-memory.h"
+# include "mpg-array.h"
 #undef MPG_INSIDE
