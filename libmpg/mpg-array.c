@@ -974,7 +974,7 @@ mpg_array_get_data (MpgArray *self)
  * a #GVariant of the element's type ([method@Mpg.Array.get_item_type]).
  * It does not take the lock.
  *
- * Returns: (transfer none): a new floating #GVariant
+ * Returns: (transfer full): a new #GVariant (not floating)
  */
 GVariant *
 mpg_array_get (MpgArray *self,
@@ -984,7 +984,7 @@ mpg_array_get (MpgArray *self,
   g_return_val_if_fail (self->format != NULL, NULL);
   g_return_val_if_fail (index < self->length, NULL);
 
-  return element_to_variant (self->format, load (self->format, self->data, index));
+  return g_variant_ref_sink (element_to_variant (self->format, load (self->format, self->data, index)));
 }
 
 /**
@@ -1027,26 +1027,12 @@ mpg_array_set (MpgArray  *self,
   return TRUE;
 }
 
-/**
- * mpg_array_to_variant:
- * @self: an array
- *
- * Reads the whole array, as Python's `a[:]`, into a #GVariant array of
- * the element's type (`ai` for typecode `i`, `as` for `u`). It does not
- * take the lock: another process may change elements while they are
- * copied.
- *
- * Returns: (transfer none): a new floating #GVariant
- */
-GVariant *
-mpg_array_to_variant (MpgArray *self)
+static GVariant *
+to_variant_floating (MpgArray *self)
 {
   const Format *format;
   gsize item_size;
   guint8 *buf;
-
-  g_return_val_if_fail (MPG_IS_ARRAY (self), NULL);
-  g_return_val_if_fail (self->format != NULL, NULL);
 
   format = self->format;
   item_size = variant_item_size (format);
@@ -1084,6 +1070,26 @@ mpg_array_to_variant (MpgArray *self)
 
   return g_variant_new_from_data (G_VARIANT_TYPE (format->array_type), buf, self->length * item_size,
                                   TRUE, g_free, buf);
+}
+
+/**
+ * mpg_array_to_variant:
+ * @self: an array
+ *
+ * Reads the whole array, as Python's `a[:]`, into a #GVariant array of
+ * the element's type (`ai` for typecode `i`, `as` for `u`). It does not
+ * take the lock: another process may change elements while they are
+ * copied.
+ *
+ * Returns: (transfer full): a new #GVariant (not floating)
+ */
+GVariant *
+mpg_array_to_variant (MpgArray *self)
+{
+  g_return_val_if_fail (MPG_IS_ARRAY (self), NULL);
+  g_return_val_if_fail (self->format != NULL, NULL);
+
+  return g_variant_ref_sink (to_variant_floating (self));
 }
 
 /* Checks every value of @values (of the array's GVariant type) and, with

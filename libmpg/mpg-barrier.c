@@ -618,7 +618,7 @@ mpg_barrier_get_broken (MpgBarrier *self)
  * Describes the barrier so that another process can use it: see
  * [method@Mpg.Lock.to_handle]. The action does not travel.
  *
- * Returns: (transfer floating): the handle, or %NULL with @error set if
+ * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  */
 GVariant *

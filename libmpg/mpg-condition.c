@@ -635,7 +635,7 @@ mpg_condition_notify_all (MpgCondition  *self,
  * Describes the condition and its lock so that another process can use
  * them: see [method@Mpg.Lock.to_handle].
  *
- * Returns: (transfer floating): the handle, or %NULL with @error set if
+ * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptors could not be added
  */
 GVariant *
@@ -643,7 +643,8 @@ mpg_condition_to_handle (MpgCondition  *self,
                          GUnixFDList   *fd_list,
                          GError       **error)
 {
-  GVariant *own, *lock;
+  g_autoptr(GVariant) own = NULL;
+  g_autoptr(GVariant) lock = NULL;
 
   g_return_val_if_fail (MPG_IS_CONDITION (self), NULL);
   g_return_val_if_fail (G_IS_UNIX_FD_LIST (fd_list), NULL);
@@ -657,12 +658,9 @@ mpg_condition_to_handle (MpgCondition  *self,
     return NULL;
   lock = mpg_lock_to_handle (self->lock, fd_list, error);
   if (lock == NULL)
-    {
-      g_variant_unref (g_variant_ref_sink (own));
-      return NULL;
-    }
+    return NULL;
 
-  return g_variant_new ("(@(sh)v)", own, lock);
+  return g_variant_ref_sink (g_variant_new ("(@(sh)v)", own, lock));
 }
 
 /**

@@ -725,7 +725,7 @@ mpg_lock_get_count (MpgLock *self)
  * [class@Mpg.Connection] or [class@Mpg.Queue] with their `_with_fds`
  * calls), where [ctor@Mpg.Lock.new_from_handle] rebuilds it.
  *
- * Returns: (transfer floating): the handle, or %NULL with @error set if
+ * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  */
 GVariant *

@@ -661,7 +661,7 @@ mpg_semaphore_get_max_value (MpgSemaphore *self)
  * Describes the semaphore so that another process can use it: see
  * [method@Mpg.Lock.to_handle].
  *
- * Returns: (transfer floating): the handle, or %NULL with @error set if
+ * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  */
 GVariant *

@@ -86,6 +86,7 @@ MpgSync  *_mpg_sync_new_from_handle  (GVariant      *handle,
                                       GUnixFDList   *fd_list,
                                       GError       **error);
 void      _mpg_sync_free             (MpgSync       *sync);
+/* A full reference, not floating. */
 GVariant *_mpg_sync_to_handle        (MpgSync       *sync,
                                       GUnixFDList   *fd_list,
                                       GError       **error);

@@ -146,7 +146,7 @@ _mpg_sync_to_handle (MpgSync      *sync,
   if (index < 0)
     return NULL;
 
-  return g_variant_new ("(sh)", kind_names[sync->kind], index);
+  return g_variant_ref_sink (g_variant_new ("(sh)", kind_names[sync->kind], index));
 }
 
 static gboolean

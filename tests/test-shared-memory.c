@@ -965,7 +965,7 @@ assert_element (MpgArray   *array,
                 gsize       index,
                 const char *expected)
 {
-  g_autoptr(GVariant) value = g_variant_ref_sink (mpg_array_get (array, index));
+  g_autoptr(GVariant) value = (mpg_array_get (array, index));
   GVariant *want = parse (g_variant_type_peek_string (mpg_array_get_item_type (array)), expected);
 
   g_assert_true (g_variant_is_of_type (value, mpg_array_get_item_type (array)));
@@ -979,13 +979,13 @@ assert_set_fails (MpgArray   *array,
                   const char *message)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(GVariant) before = g_variant_ref_sink (mpg_array_get (array, index));
+  g_autoptr(GVariant) before = (mpg_array_get (array, index));
   g_autoptr(GVariant) after = NULL;
 
   g_assert_false (mpg_array_set (array, index, value, &error));
   g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
   g_assert_nonnull (strstr (error->message, message));
-  after = g_variant_ref_sink (mpg_array_get (array, index));
+  after = (mpg_array_get (array, index));
   g_assert_cmpvariant (before, after);
 }
 
@@ -1023,7 +1023,7 @@ test_array_typecodes (void)
       assert_element (array, 1, c->zero);
       assert_element (array, 2, c->max);
 
-      whole = g_variant_ref_sink (mpg_array_to_variant (array));
+      whole = (mpg_array_to_variant (array));
       want_text = g_strdup_printf ("[%s, %s, %s]", c->min, c->zero, c->max);
       want = parse (g_variant_get_type_string (whole), want_text);
       g_assert_cmpint (g_variant_get_type_string (whole)[0], ==, 'a');
@@ -1087,7 +1087,7 @@ test_array_memory_layout (void)
 
     data[0] = 7;
     assert_element (array, 0, "true");
-    whole = g_variant_ref_sink (mpg_array_to_variant (array));
+    whole = (mpg_array_to_variant (array));
     g_assert_true (g_variant_is_normal_form (whole));
     g_assert_cmpvariant (whole, parse ("ab", "[true, false]"));
   }
@@ -1160,7 +1160,7 @@ test_array_zero_length (void)
 
       g_assert_cmpuint (mpg_array_get_length (array), ==, 0);
       g_assert_cmpuint (mpg_shared_memory_get_size (mpg_array_get_memory (array)), ==, 1);
-      whole = g_variant_ref_sink (mpg_array_to_variant (array));
+      whole = (mpg_array_to_variant (array));
       g_assert_cmpuint (g_variant_n_children (whole), ==, 0);
       g_assert_cmpstr (g_variant_get_type_string (whole), ==, array_type);
       g_assert_true (mpg_array_set_from_variant (array, parse (array_type, "[]"), &error));
@@ -1178,7 +1178,7 @@ static void
 assert_ints (MpgArray   *array,
              const char *expected)
 {
-  g_autoptr(GVariant) whole = g_variant_ref_sink (mpg_array_to_variant (array));
+  g_autoptr(GVariant) whole = (mpg_array_to_variant (array));
 
   g_assert_cmpvariant (whole, parse (g_variant_get_type_string (whole), expected));
 }
@@ -1189,7 +1189,7 @@ assert_set_from_fails (MpgArray   *array,
                        const char *message)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(GVariant) before = g_variant_ref_sink (mpg_array_to_variant (array));
+  g_autoptr(GVariant) before = (mpg_array_to_variant (array));
   g_autoptr(GVariant) after = NULL;
 
   g_assert_false (mpg_array_set_from_variant (array, values, &error));
@@ -1197,7 +1197,7 @@ assert_set_from_fails (MpgArray   *array,
   g_test_message ("%s", error->message);
   g_assert_nonnull (strstr (error->message, message));
   /* Nothing was written. */
-  after = g_variant_ref_sink (mpg_array_to_variant (array));
+  after = (mpg_array_to_variant (array));
   g_assert_cmpvariant (before, after);
 }
 

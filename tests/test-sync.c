@@ -87,7 +87,7 @@ start_kit_child (MpgTaskFunc  func,
 
   g_variant_builder_init (&b, G_VARIANT_TYPE ("a{sv}"));
 #define ADD(name, expr) G_STMT_START { \
-    GVariant *h = (expr); \
+    g_autoptr(GVariant) h = (expr); \
     g_assert_no_error (error); \
     g_variant_builder_add (&b, "{sv}", name, h); \
   } G_STMT_END
@@ -104,7 +104,7 @@ start_kit_child (MpgTaskFunc  func,
   if (kit->barrier != NULL)
     ADD ("barrier", mpg_barrier_to_handle (kit->barrier, fds, &error));
   if (kit->mem != NULL)
-    ADD ("mem", g_variant_new_handle (g_unix_fd_list_append (fds, kit->mem_fd, &error)));
+    ADD ("mem", g_variant_ref_sink (g_variant_new_handle (g_unix_fd_list_append (fds, kit->mem_fd, &error))));
 #undef ADD
 
   if (method == MPG_START_METHOD_FORK)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # check-example.py: run an example program and check what it prints
 #
-# Usage: check-example.py hello|info|queue|queue-python|queue-js|pool|pool-js|progress|lock|shared|shared-js PROGRAM [ARGS...]
+# Usage: check-example.py hello|info|queue|queue-python|queue-js|pool|pool-js|progress|lock|shared|shared-python|shared-js PROGRAM [ARGS...]
 #
 # hello: the output is exactly "hello bob".
 # info: a "main line" block printed by the program itself (its parent is
@@ -14,8 +14,9 @@
 # (GVariant's text of an 'ai' and Python's text of a list are the same).
 # pool-js: JavaScript's JSON text of it, [1,4,9].
 # lock: "hello world 0" to "hello world 9", once each, in any order.
-# shared: 3.1415927 and the negated range(10), set by a child in a
-# shared Value and Array (shared-js: JavaScript's JSON text of the array).
+# shared: 3.1415927 (GVariant's text of it: all 17 digits) and the
+# negated range(10), set by a child in a shared Value and Array
+# (shared-python: Python's text; shared-js: JavaScript's).
 # progress: "progress DONE/TOTAL" lines, DONE increasing up to TOTAL, then
 # the sum of the squares of 1..TOTAL, then the ticks of a timer of the same
 # main loop and their worst delay.
@@ -166,7 +167,8 @@ CHECKS = {
     'pool-js': check_exactly('[1,4,9]'),
     'progress': check_progress,
     'lock': check_lock,
-    'shared': check_exactly('3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]'),
+    'shared': check_exactly('3.1415926999999999\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]'),
+    'shared-python': check_exactly('3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]'),
     'shared-js': check_exactly('3.1415927\n[0,-1,-2,-3,-4,-5,-6,-7,-8,-9]'),
 }
 
