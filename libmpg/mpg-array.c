@@ -91,8 +91,8 @@
  *     mpg_process_join (children[i], -1, NULL, &error);
  *     g_object_unref (children[i]);
  *   }
- * // 4000
- * g_print ("%d\n", g_variant_get_int32 (mpg_array_get (counter, 0)));
+ * g_autoptr(GVariant) total = mpg_array_get (counter, 0);
+ * g_print ("%d\n", g_variant_get_int32 (total));   // 4000
  * ```
  *
  * A child started with the fork start method simply has the arrays its
