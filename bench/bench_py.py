@@ -98,6 +98,16 @@ def mp_producer(q, count, size, use_queue):
         put(msg if size else i)
 
 
+def count_under_lock(lock, counter, go, n):
+    # Both children start together, so that they contend.
+    while not go.value:
+        pass
+    for i in range(n):
+        lock.acquire()
+        counter.value += 1
+        lock.release()
+
+
 def run_mp_style(ctx, impl, workload, args):
     def pool(n=2):
         p = ctx.Pool(n)
@@ -202,6 +212,31 @@ def run_mp_style(ctx, impl, workload, args):
         p.terminate()
         p.join()
         return delays_report(ticker.delays, s)
+
+    if workload == 'lock':
+        n = int(args[0])
+        lock = ctx.Lock()
+        t0 = time.perf_counter()
+        for i in range(n):
+            lock.acquire()
+            lock.release()
+        return {'seconds': time.perf_counter() - t0}
+
+    if workload == 'lock-counter':
+        n = int(args[0])
+        lock = ctx.Lock()
+        counter = ctx.RawValue('q', 0)
+        go = ctx.RawValue('i', 0)
+        procs = [ctx.Process(target=count_under_lock, args=(lock, counter, go, n)) for _ in range(2)]
+        t0 = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        go.value = 1
+        for proc in procs:
+            proc.join()
+        s = time.perf_counter() - t0
+        assert counter.value == 2 * n, counter.value
+        return {'seconds': s}
 
     if workload == 'memory':
         p = pool()
@@ -382,6 +417,40 @@ def run_gi(workload, args):
         r = memory(pid)
         done(p)
         return r
+
+    if workload == 'lock':
+        n = int(args[0])
+        lock = Mpg.Lock.new()
+        t0 = time.perf_counter()
+        for i in range(n):
+            lock.acquire(-1, None)
+            lock.release()
+        return {'seconds': time.perf_counter() - t0}
+
+    if workload == 'lock-counter':
+        n = int(args[0])
+        lock = Mpg.Lock.new()
+        counter = Mpg.Array.new_raw('q', 2)   # [0]: the counter; [1]: go
+
+        def count(arg):
+            while counter.get(1).unpack() == 0:
+                pass
+            for i in range(n):
+                lock.acquire(-1, None)
+                counter.set(0, GLib.Variant('x', counter.get(0).unpack() + 1))
+                lock.release()
+            return None
+
+        procs = [Mpg.Process.new(None, count) for _ in range(2)]
+        t0 = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        counter.set(1, GLib.Variant('x', 1))
+        for proc in procs:
+            proc.join(-1, None)
+        s = time.perf_counter() - t0
+        assert counter.get(0).unpack() == 2 * n
+        return {'seconds': s}
 
     raise SystemExit('unknown workload %r' % workload)
 
