@@ -12,12 +12,16 @@
   milliseconds, GLib.Error, GCancellable, the main loop. Objects made by
   the C constructors `Mpg.Process.new()`, `Mpg.Queue.new()`,
   `Mpg.Queue.new_joinable()`, `Mpg.Pool.new()`, `Mpg.Pool.new_full()`,
-  `Mpg.pipe_new()` (and `GObject.new()`) speak it.
+  `Mpg.pipe_new()`, `Mpg.Lock.new()` and the other primitives' `new()`
+  (and `GObject.new()`) speak it.
 * The **multiprocessing layer**: Python values, timeouts in seconds,
   Python exceptions. Objects made the way multiprocessing makes them,
   `Mpg.Process(target=…, args=(…))` (or a subclass overriding `run()`),
   `Mpg.Queue()`, `Mpg.SimpleQueue()`, `Mpg.JoinableQueue()`, `Mpg.Pipe()`,
-  `Mpg.Pool(…)`, speak it.
+  `Mpg.Pool(…)`, `Mpg.Lock()`, `Mpg.RLock()`, `Mpg.Semaphore()`,
+  `Mpg.BoundedSemaphore()`, `Mpg.Event()`, `Mpg.Condition()`,
+  `Mpg.Barrier(…)`, `Mpg.Value(…)`, `Mpg.Array(…)`, `Mpg.RawValue(…)`,
+  `Mpg.RawArray(…)`, `Mpg.SharedMemory(create=True, size=…)`, speak it.
 
 Where the two layers spell a method the same way with different meanings
 (`join(5)`: 5 ms or 5 s?), the object follows the layer it was made by.
@@ -34,10 +38,13 @@ import array
 import builtins
 import collections
 import ctypes
+import errno
 import importlib
 import importlib.util
 import itertools
 import json
+import math
+import mmap
 import os
 import queue as _queue
 import select
@@ -46,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
 
 from gi.repository import Gio, GLib, GObject
@@ -318,10 +326,6 @@ def _encode(value, where, depth):
         return GLib.Variant.new_from_bytes(_T_AY, GLib.Bytes.new(bytes(value)), True)
     if isinstance(value, GLib.Variant):
         return value
-    if isinstance(value, _GIQueue):
-        return _reduce_queue(value, where)
-    if isinstance(value, Mpg.Connection):
-        return _reduce_connection(value, where)
     depth += 1
     if depth > _MAX_DEPTH:
         raise _cannot_send(value, where, 'values nest %d levels at most' % _MAX_DEPTH)
@@ -345,6 +349,9 @@ def _encode(value, where, depth):
             entries.append(GLib.Variant.new_dict_entry(
                 key, GLib.Variant.new_variant(_encode(v, '%s[%r]' % (where, k), depth))))
         return GLib.Variant.new_array(_T_SV, entries)
+    reduce = _reducer(type(value))
+    if reduce is not None:
+        return reduce(value, where)
     raise _cannot_send(value, where)
 
 
@@ -373,7 +380,12 @@ def to_variant(value, where='value'):
 
     Tagged values are ``(sv)`` pairs whose string starts with ``mpg:``;
     libmpg uses them for calls (``mpg:call``) and for exceptions
-    (``mpg:exc``) too. Subclasses of these types (an IntEnum, a
+    (``mpg:exc``) too, and for the objects that travel as a handle and
+    their file descriptors (queues, pipe ends, the synchronization
+    primitives, shared memory, shared ctypes objects: ``mpg:queue``,
+    ``mpg:lock``…) where the sender carries descriptors (a Process's
+    arguments with spawn and forkserver, a Pool's initargs, Queue.put(),
+    Connection.send()). Subclasses of these types (an IntEnum, a
     namedtuple…) arrive as their base type. Anything else raises
     TypeError naming the value and where it is, before anything is sent.
     """
@@ -395,10 +407,9 @@ def _decode_tagged(variant):
         return _Failure(from_variant(payload))
     if tag == _TAG_PREFIX + 'call':
         return from_variant(payload)
-    if tag == _TAG_PREFIX + 'queue':
-        return _rebuild_queue(payload)
-    if tag == _TAG_PREFIX + 'connection':
-        return _rebuild_connection(payload)
+    rebuild = _REBUILDERS.get(tag)
+    if rebuild is not None:
+        return rebuild(payload)
     return (tag, from_variant(payload))
 
 
@@ -455,6 +466,125 @@ def from_variant(variant):
 
 
 __all__ += ['to_variant', 'from_variant']
+
+
+# ---------------------------------------------------------------------------
+# Objects that travel as a handle and their file descriptors
+#
+# Queues, pipe ends, locks and the other synchronization primitives, shared
+# memory and shared ctypes objects live in several processes at once. With
+# fork a child simply has them; to reach a process that exists already or
+# that runs a new program, they travel as multiprocessing's reduction makes
+# them travel: a handle (their to_handle(), whose `h` values index a list of
+# file descriptors) tagged ('mpg:<kind>', <handle>), and the descriptors
+# themselves beside the message. A sender that can carry descriptors gives
+# _reduction.fd_list a place for them while it encodes: the arguments of a
+# Process and the initargs of a pool with spawn and forkserver, Queue.put()
+# and Connection.send(). The receiver gives the list that came with the
+# message as _reduction.fd_source while it decodes. Elsewhere (a pool
+# task's arguments or result) such an object cannot be sent.
+
+class _Reduction(threading.local):
+    fd_list = None      # the sender's Gio.UnixFDList, _LAZY or None
+    fd_source = None    # the receiver's Gio.UnixFDList or None
+
+
+_reduction = _Reduction()
+# A sender that makes its fd list on first use (most messages carry none).
+_LAZY = object()
+
+# type -> reduce(value, where): the GVariant of an object of that type
+# (subclasses included), see _register_handle_type().
+_REDUCERS = {}
+# tag -> rebuild(payload): the object again.
+_REBUILDERS = {}
+
+
+def _reducer(t):
+    for cls in t.__mro__:
+        reduce = _REDUCERS.get(cls)
+        if reduce is not None:
+            return reduce
+    return None
+
+
+def _out_fd_list(value, where, what):
+    """The list that the descriptors of value go to, where it is sent."""
+    fds = _reduction.fd_list
+    if fds is None:
+        raise _cannot_send(value, where, (
+            '%s can be sent only as an argument of a Process, in the initargs of a Pool, or '
+            'with Queue.put() or Connection.send(), where it travels as a handle and its file '
+            'descriptors (children started with fork have it already)') % what)
+    if fds is _LAZY:
+        fds = _reduction.fd_list = Gio.UnixFDList.new()
+    return fds
+
+
+def _in_fd_list(what):
+    fds = _reduction.fd_source
+    if fds is None:
+        raise ValueError('received %s without its file descriptors' % what)
+    return fds
+
+
+def _register_handle_type(cls, kind, what, to_handle, from_handle, check=None):
+    """Lets objects of cls travel as ('mpg:<kind>', to_handle(obj, fd_list))
+    and come back as from_handle(payload, fd_list). check(obj), if given,
+    returns why obj cannot be sent, or None."""
+    tag = _TAG_PREFIX + kind
+
+    def reduce(value, where):
+        if check is not None:
+            why = check(value)
+            if why is not None:
+                raise _cannot_send(value, where, why)
+        return _tagged(kind, to_handle(value, _out_fd_list(value, where, what)))
+
+    def rebuild(payload):
+        return from_handle(payload, _in_fd_list(what))
+
+    _REDUCERS[cls] = reduce
+    _REBUILDERS[tag] = rebuild
+
+
+def _mp_object(obj):
+    # An object of the C layer, rebuilt from a handle: it follows the
+    # multiprocessing layer, as the object it was made from.
+    obj._mpg_mp = True
+    return obj
+
+
+def _register_gobject_type(cls, kind, what):
+    """_register_handle_type() for a class with to_handle() and
+    new_from_handle() (the GLib layer's)."""
+    _register_handle_type(cls, kind, what, cls.to_handle,
+                          lambda handle, fds: _mp_object(cls.new_from_handle(handle, fds)))
+
+
+def _encode_with_fds(obj, where):
+    """obj as a GVariant, and the Gio.UnixFDList of the descriptors of the
+    objects in it that travel as handles (None when there are none)."""
+    saved = _reduction.fd_list
+    _reduction.fd_list = _LAZY
+    try:
+        value = _encode(obj, where, 0)
+        fds = _reduction.fd_list
+    finally:
+        _reduction.fd_list = saved
+    return value, (None if fds is _LAZY else fds)
+
+
+def _decode_with_fds(variant, fds):
+    """from_variant() of a message that came with the descriptors fds."""
+    if fds is None:
+        return from_variant(variant)
+    saved = _reduction.fd_source
+    _reduction.fd_source = fds
+    try:
+        return from_variant(variant)
+    finally:
+        _reduction.fd_source = saved
 
 
 # ---------------------------------------------------------------------------
@@ -974,7 +1104,9 @@ class Queue(Mpg.Queue):
         return self._mp_put(obj, *args, **kwargs)
 
     def _mp_put(self, obj, block=True, timeout=None):
-        value = to_variant(obj, 'obj')
+        value, fds = _encode_with_fds(obj, 'obj')
+        if fds is not None:
+            return self._mp_put_with_fds(value, fds, block, timeout)
         if block and timeout is None:
             # The common case, with as little as possible around the C
             # call: a slice at a time, so that Ctrl-C is seen.
@@ -1000,6 +1132,20 @@ class Queue(Mpg.Queue):
             if not block or deadline.expired():
                 raise _queue.Full
 
+    def _mp_put_with_fds(self, value, fds, block, timeout):
+        # A message with objects that travel as handles: their descriptors
+        # go with it.
+        deadline = _Deadline(timeout if block else 0)
+        while True:
+            try:
+                _sliced(_GIQueue.put_with_fds, self, value, fds, True, deadline.slice_ms(), None)
+                return None
+            except GLib.Error as e:
+                if not _is_mpg_error(e, Mpg.Error.FULL):
+                    raise _queue_error(e) from None
+            if not block or deadline.expired():
+                raise _queue.Full
+
     def get(self, *args, **kwargs):
         if not self._mpg_mp:
             return _GIQueue.get(self, *args, **kwargs)
@@ -1009,7 +1155,7 @@ class Queue(Mpg.Queue):
         if block and timeout is None:
             while True:
                 try:
-                    return from_variant(_GIQueue.get(self, True, _SLICE_MS, None))
+                    return _decode_with_fds(*_GIQueue.get_with_fds(self, True, _SLICE_MS, None))
                 except GLib.Error as e:
                     if not _is_mpg_error(e, Mpg.Error.EMPTY):
                         raise _queue_error(e) from None
@@ -1020,7 +1166,8 @@ class Queue(Mpg.Queue):
         deadline = _Deadline(timeout)
         while True:
             try:
-                return from_variant(_sliced(_GIQueue.get, self, True, deadline.slice_ms(), None))
+                return _decode_with_fds(*_sliced(_GIQueue.get_with_fds, self, True,
+                                                 deadline.slice_ms(), None))
             except GLib.Error as e:
                 if not _is_mpg_error(e, Mpg.Error.EMPTY):
                     raise _queue_error(e) from None
@@ -1078,6 +1225,7 @@ class Queue(Mpg.Queue):
 
 Queue = override(Queue)
 __all__.append('Queue')
+_register_gobject_type(_GIQueue, 'queue', 'a queue')
 
 
 def SimpleQueue(*, ctx=None):
@@ -1141,9 +1289,12 @@ class Connection(Mpg.Connection):
     def send(self, obj, *args, **kwargs):
         if not self._mpg_mp:
             return _GIConnection.send(self, obj, *args, **kwargs)
-        value = to_variant(obj, 'obj')
+        value, fds = _encode_with_fds(obj, 'obj')
         try:
-            _GIConnection.send(self, value, None)
+            if fds is None:
+                _GIConnection.send(self, value, None)
+            else:
+                _GIConnection.send_with_fds(self, value, fds, None)
         except GLib.Error as e:
             raise _connection_error(e, True) from None
 
@@ -1163,12 +1314,12 @@ class Connection(Mpg.Connection):
             return _GIConnection.recv(self, *args, **kwargs)
         try:
             # One blocking C call, which Ctrl-C cancels (see _blocking()).
-            return from_variant(_blocking(self._gi_recv))
+            return _decode_with_fds(*_blocking(self._gi_recv))
         except GLib.Error as e:
             raise _connection_error(e) from None
 
     def _gi_recv(self, cancellable):
-        return _GIConnection.recv(self, cancellable)
+        return _GIConnection.recv_with_fds(self, cancellable)
 
     def poll(self, *args, **kwargs):
         if not self._mpg_mp:
@@ -1237,6 +1388,7 @@ class Connection(Mpg.Connection):
 
 Connection = override(Connection)
 __all__.append('Connection')
+_register_gobject_type(_GIConnection, 'connection', 'a pipe end')
 
 
 def Pipe(duplex=True):
@@ -2018,7 +2170,6 @@ __all__ += ['Pool', 'AsyncResult', 'MapResult', 'IMapIterator']
 # finds tasks by 'module:qualname'. Queues given as arguments travel as a
 # handle and their fds (multiprocessing's reduction).
 
-_reduction = threading.local()
 
 _SPAWN_BOOTSTRAP = (
     'import sys, json; _c = json.loads(sys.argv[1]); sys.path[:] = _c["path"]; '
@@ -2057,36 +2208,6 @@ def _task_name(func, what):
             'of a module (found by module:qualname in the new process), not %r: lambdas, '
             'closures and nested functions only work with fork' % (what, func))
     return '%s:%s' % (module, qualname)
-
-
-def _reduce_queue(queue, where):
-    fds = getattr(_reduction, 'fd_list', None)
-    if fds is None:
-        raise _cannot_send(queue, where, 'a queue can be sent only as an argument of a '
-                           'Process, where it travels as a handle and its fds')
-    return _tagged('queue', _GIQueue.to_handle(queue, fds))
-
-
-def _rebuild_queue(handle):
-    fds = getattr(_reduction, 'fd_source', None)
-    queue = _GIQueue.new_from_handle(handle, fds)
-    queue._mpg_mp = True
-    return queue
-
-
-def _reduce_connection(connection, where):
-    fds = getattr(_reduction, 'fd_list', None)
-    if fds is None:
-        raise _cannot_send(connection, where, 'a connection can be sent only as an argument '
-                           'of a Process, where it travels as a handle and its fd')
-    return _tagged('connection', Mpg.Connection.to_handle(connection, fds))
-
-
-def _rebuild_connection(handle):
-    fds = getattr(_reduction, 'fd_source', None)
-    connection = Mpg.Connection.new_from_handle(handle, fds)
-    connection._mpg_mp = True
-    return connection
 
 
 def _resolve_task(name):
@@ -2148,6 +2269,1002 @@ def _spawn_worker_main(config):
     Mpg.set_task_dispatcher(_spawn_dispatch)
     Mpg.worker_main()
     os._exit(1)   # not reached: worker_main() exits
+
+
+# ---------------------------------------------------------------------------
+# Synchronization primitives
+#
+# Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier are
+# the C layer's objects (a page of shared memory each, with no name in the
+# file system), spoken to as multiprocessing does. Objects made by
+# Mpg.Lock() and the like follow the multiprocessing layer (timeouts in
+# seconds, False on a timeout, Python's exceptions); those made by the C
+# constructors (Mpg.Lock.new(), …) the GLib layer, as for queues.
+
+BrokenBarrierError = threading.BrokenBarrierError
+
+
+class OwnerDiedWarning(RuntimeWarning):
+    """Warned by acquire() (and `with`) when the process that held the lock
+    died holding it: the lock was taken over and is now held by the caller,
+    but what it protects may have been left half changed. Python's
+    multiprocessing would wait for ever instead. Turn it into an error with
+    warnings.simplefilter('error', Mpg.OwnerDiedWarning)."""
+
+
+__all__ += ['BrokenBarrierError', 'OwnerDiedWarning']
+
+_INT_MAX = 2 ** 31 - 1
+
+
+def _timeout_msec(block=True, timeout=None):
+    """multiprocessing's (block, timeout in seconds) as the C layer's
+    milliseconds: -1 for ever, 0 not to wait."""
+    if not block:
+        return 0
+    if timeout is None:
+        return -1
+    if not timeout > 0:
+        return 0
+    return min(_INT_MAX, math.ceil(timeout * 1000))
+
+
+def _sync_wait(call, msec, try_first=True):
+    """Runs call(timeout_msec, cancellable), a wait of the C layer that fails
+    with MPG_ERROR_TIMEOUT when timeout_msec passes; returns its result, or
+    None after a timeout. A wait goes through _blocking(), so that Ctrl-C
+    interrupts it. With try_first, a call that does not wait comes first:
+    all that an uncontended lock needs."""
+    if try_first or msec == 0:
+        try:
+            return _sliced(call, 0, None)
+        except GLib.Error as e:
+            if not _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                raise
+        if msec == 0:
+            return None
+    try:
+        return _blocking(lambda c: call(msec, c))
+    except GLib.Error as e:
+        if _is_mpg_error(e, Mpg.Error.TIMEOUT):
+            return None
+        raise
+
+
+def _owner_name():
+    name = Mpg.current_process().props.name
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        name += '|' + thread.name
+    return name
+
+
+_GILock = Mpg.Lock
+
+
+class Lock(Mpg.Lock):
+    """multiprocessing.Lock, and the GLib layer's Mpg.Lock.
+
+    Lock() is multiprocessing's: acquire(block=True, timeout=None) returns
+    True, or False when it could not acquire the lock in time; release();
+    `with lock:`. Any thread of any process may release it; releasing it
+    when it is not held raises ValueError.
+
+    When the process that held the lock died holding it, acquire() takes it
+    over: it returns True and warns with OwnerDiedWarning, since what the
+    lock protects may be half changed. (multiprocessing's waiters hang.)
+
+    Locks made by Mpg.Lock.new() follow the GLib layer: acquire(timeout_msec,
+    cancellable) returns (True, owner_died) or raises MPG_ERROR_TIMEOUT.
+    """
+
+    _mpg_mp = False
+
+    def __new__(cls, *, ctx=None):
+        return _mp_object(_GILock.new())
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def acquire(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GILock.acquire(self, *args, **kwargs)
+        return self._mp_acquire(*args, **kwargs)
+
+    def _mp_acquire(self, block=True, timeout=None):
+        result = _sync_wait(lambda msec, c: _GILock.acquire(self, msec, c),
+                            _timeout_msec(block, timeout))
+        if result is None:
+            return False
+        if result[1]:
+            warnings.warn(OwnerDiedWarning(
+                'the process that held %s died holding it: this process took it over, and '
+                'what it protects may be half changed' % type(self).__name__), stacklevel=3)
+        return True
+
+    def release(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GILock.release(self, *args, **kwargs)
+        self._mp_release()
+
+    def _mp_release(self):
+        try:
+            _GILock.release(self)
+        except GLib.Error as e:
+            if not _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                raise
+            if _GILock.get_recursive(self):
+                raise AssertionError('attempt to release recursive lock not owned by thread') \
+                    from None
+            raise ValueError('semaphore or lock released too many times') from None
+
+    def __enter__(self):
+        return self._mp_acquire()
+
+    def __exit__(self, *exc):
+        self._mp_release()
+
+    def _owner(self):
+        try:
+            if _GILock.is_mine(self):
+                return _owner_name()
+            if _GILock.get_count(self) == 0:
+                return 'None'
+            return 'SomeOtherProcess'
+        except Exception:  # noqa: B902
+            return 'unknown'
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        return '<%s(owner=%s)>' % (type(self).__name__, self._owner())
+
+
+Lock = override(Lock)
+__all__.append('Lock')
+
+# Made after the override of Lock, PyGObject's class of MpgRLock derives
+# from it (it looks its parent up in the overridden module): RLock has all
+# of Lock's methods.
+_GIRLock = Mpg.RLock
+
+
+class RLock(Mpg.RLock):
+    """multiprocessing.RLock, and the GLib layer's Mpg.RLock.
+
+    As Lock, and the thread that holds it may acquire it again; it must
+    release it as many times, and only it may release it (others raise
+    AssertionError)."""
+
+    def __new__(cls, *, ctx=None):
+        return _mp_object(_GIRLock.new())
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return GObject.Object.__repr__(self)
+        owner = self._owner()
+        try:
+            count = _GILock.get_count(self)
+        except Exception:  # noqa: B902
+            count = 'unknown'
+        if owner == 'SomeOtherProcess':
+            count = 'nonzero'
+        return '<%s(%s, %s)>' % (type(self).__name__, owner, count)
+
+
+RLock = override(RLock)
+__all__.append('RLock')
+_register_gobject_type(_GILock, 'lock', 'a Lock')
+
+_GISemaphore = Mpg.Semaphore
+
+
+class Semaphore(Mpg.Semaphore):
+    """multiprocessing.Semaphore, and the GLib layer's Mpg.Semaphore.
+
+    Semaphore(value=1): acquire(block=True, timeout=None) takes a unit and
+    returns True (False when none came in time), release() gives one back,
+    get_value(), `with`. The units taken by a process that dies are given
+    back (multiprocessing loses them). BoundedSemaphore(value) raises
+    ValueError for a release beyond its value.
+
+    Semaphores made by Mpg.Semaphore.new() or new_bounded() follow the GLib
+    layer: acquire(timeout_msec, cancellable) raises MPG_ERROR_TIMEOUT.
+    """
+
+    _mpg_mp = False
+
+    def __new__(cls, value=1, *, ctx=None):
+        return _new_semaphore(_GISemaphore.new, value)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def acquire(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GISemaphore.acquire(self, *args, **kwargs)
+        return self._mp_acquire(*args, **kwargs)
+
+    def _mp_acquire(self, block=True, timeout=None):
+        return _sync_wait(lambda msec, c: _GISemaphore.acquire(self, msec, c),
+                          _timeout_msec(block, timeout)) is not None
+
+    def release(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GISemaphore.release(self, *args, **kwargs)
+        self._mp_release()
+
+    def _mp_release(self):
+        try:
+            _GISemaphore.release(self)
+        except GLib.Error as e:
+            if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+                raise ValueError('semaphore or lock released too many times') from None
+            raise
+
+    def __enter__(self):
+        return self._mp_acquire()
+
+    def __exit__(self, *exc):
+        self._mp_release()
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        try:
+            value = self.get_value()
+        except Exception:  # noqa: B902
+            value = 'unknown'
+        if self.get_bounded():
+            return '<BoundedSemaphore(value=%s, maxvalue=%s)>' % (value, self.get_max_value())
+        return '<Semaphore(value=%s)>' % value
+
+
+def _new_semaphore(new, value):
+    if not isinstance(value, int):
+        raise TypeError('the value of a semaphore must be an int, not %s'
+                        % type(value).__name__)
+    if value < 0:
+        raise ValueError('semaphore initial value must be >= 0')
+    if value > _INT_MAX:
+        raise ValueError('semaphore initial value must be <= %d' % _INT_MAX)
+    return _mp_object(new(value))
+
+
+def BoundedSemaphore(value=1, *, ctx=None):
+    """multiprocessing.BoundedSemaphore(value=1): a Semaphore whose
+    release() raises ValueError when it would raise the value above the
+    initial one."""
+    return _new_semaphore(_GISemaphore.new_bounded, value)
+
+
+Semaphore = override(Semaphore)
+__all__ += ['Semaphore', 'BoundedSemaphore']
+_register_gobject_type(_GISemaphore, 'semaphore', 'a Semaphore')
+
+_GIEvent = Mpg.Event
+
+
+class Event(Mpg.Event):
+    """multiprocessing.Event, and the GLib layer's Mpg.Event.
+
+    Event(): is_set(), set(), clear(), and wait(timeout=None), which returns
+    True once the flag was set (even if it was cleared again before the
+    waiter ran) and False on a timeout. Events made by Mpg.Event.new()
+    follow the GLib layer: wait(timeout_msec, cancellable) raises
+    MPG_ERROR_TIMEOUT."""
+
+    _mpg_mp = False
+
+    def __new__(cls, *, ctx=None):
+        return _mp_object(_GIEvent.new())
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIEvent.wait(self, *args, **kwargs)
+        return self._mp_wait(*args, **kwargs)
+
+    def _mp_wait(self, timeout=None):
+        return _sync_wait(lambda msec, c: _GIEvent.wait(self, msec, c),
+                          _timeout_msec(True, timeout)) is not None
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        return '<Event(%s)>' % ('set' if self.is_set() else 'unset')
+
+
+Event = override(Event)
+__all__.append('Event')
+_register_gobject_type(_GIEvent, 'event', 'an Event')
+
+_GICondition = Mpg.Condition
+
+
+def _condition_error(e, what):
+    if _is_mpg_error(e, Mpg.Error.INVALID_STATE):
+        return AssertionError(what)
+    return e
+
+
+class Condition(Mpg.Condition):
+    """multiprocessing.Condition, and the GLib layer's Mpg.Condition.
+
+    Condition(lock=None) (an RLock unless a Lock or RLock is given):
+    acquire(block=True, timeout=None), release(), `with`, wait(timeout=None)
+    (False on a timeout), wait_for(predicate, timeout=None), notify(n=1),
+    notify_all(). Waiting or notifying without holding the lock raises
+    AssertionError. Conditions made by Mpg.Condition.new() follow the GLib
+    layer."""
+
+    _mpg_mp = False
+
+    def __new__(cls, lock=None, *, ctx=None):
+        if lock is not None and not isinstance(lock, _GILock):
+            raise TypeError('the lock of a Condition must be an Mpg.Lock or an Mpg.RLock, not %s'
+                            % _describe(lock))
+        if lock is None:
+            lock = RLock()
+        cond = _mp_object(_GICondition.new(lock))
+        cond._mpg_lock = lock
+        return cond
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def _get_lock(self):
+        lock = self.__dict__.get('_mpg_lock')
+        if lock is None:
+            # A condition rebuilt from a handle: its lock was made with it.
+            lock = self._mpg_lock = _mp_object(_GICondition.get_lock(self))
+        return lock
+
+    def acquire(self, block=True, timeout=None):
+        return Lock._mp_acquire(self._get_lock(), block, timeout)
+
+    def release(self):
+        Lock._mp_release(self._get_lock())
+
+    def __enter__(self):
+        return Lock._mp_acquire(self._get_lock())
+
+    def __exit__(self, *exc):
+        Lock._mp_release(self._get_lock())
+
+    def wait(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GICondition.wait(self, *args, **kwargs)
+        return self._mp_wait(*args, **kwargs)
+
+    def _mp_wait(self, timeout=None):
+        try:
+            return _sync_wait(lambda msec, c: _GICondition.wait(self, msec, c),
+                              _timeout_msec(True, timeout), try_first=False) is not None
+        except GLib.Error as e:
+            raise _condition_error(e, 'must acquire() condition before using wait()') from None
+
+    def wait_for(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GICondition.wait_for(self, *args, **kwargs)
+        return self._mp_wait_for(*args, **kwargs)
+
+    def _mp_wait_for(self, predicate, timeout=None):
+        # The predicate is Python: waits of the C layer, with the
+        # predicate looked at in between.
+        result = predicate()
+        if result:
+            return result
+        end = None if timeout is None else time.monotonic() + timeout
+        while not result:
+            if end is None:
+                self._mp_wait()
+            else:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._mp_wait(left)
+            result = predicate()
+        return result
+
+    def notify(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GICondition.notify(self, *args, **kwargs)
+        return self._mp_notify(*args, **kwargs)
+
+    def _mp_notify(self, n=1):
+        if n < 0:
+            raise ValueError('n must be >= 0')
+        try:
+            _GICondition.notify(self, min(n, _INT_MAX))
+        except GLib.Error as e:
+            raise _condition_error(e, 'lock is not owned') from None
+
+    def notify_all(self):
+        try:
+            _GICondition.notify_all(self)
+        except GLib.Error as e:
+            if not self._mpg_mp:
+                raise
+            raise _condition_error(e, 'lock is not owned') from None
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        return '<Condition(%r)>' % (self._get_lock(),)
+
+
+Condition = override(Condition)
+__all__.append('Condition')
+_register_gobject_type(_GICondition, 'condition', 'a Condition')
+
+_GIBarrier = Mpg.Barrier
+
+
+def _object_name(obj, what):
+    """'module:qualname' of obj, for another process to find it by."""
+    module = getattr(obj, '__module__', None)
+    qualname = getattr(obj, '__qualname__', None)
+    if module is None or qualname is None or '<' in qualname:
+        raise ValueError(
+            '%s must be defined at the top level of a module, to be found by module:qualname in '
+            'the process it is sent to, not %r: lambdas, closures and nested functions stay in '
+            'their process' % (what, obj))
+    return '%s:%s' % (module, qualname)
+
+
+class Barrier(Mpg.Barrier):
+    """multiprocessing.Barrier, and the GLib layer's Mpg.Barrier.
+
+    Barrier(parties, action=None, timeout=None): wait(timeout=None)
+    returns this party's index (0 to parties - 1) once all have arrived,
+    and raises threading.BrokenBarrierError when the barrier is or becomes
+    broken (a timeout breaks it); abort(), reset(); parties, n_waiting,
+    broken. The action runs in the process of the last party to arrive,
+    before the others are released; if it raises, the barrier breaks and
+    that party's wait() raises the exception.
+
+    The action is Python code of this process: a child forked later has it;
+    a barrier sent to another process (with spawn or forkserver, or through
+    a queue or a pipe) finds it there by module:qualname, so it must then be
+    a function defined at the top level of a module. Barriers made by
+    Mpg.Barrier.new() follow the GLib layer.
+    """
+
+    _mpg_mp = False
+
+    def __new__(cls, parties, action=None, timeout=None, *, ctx=None):
+        if not isinstance(parties, int):
+            raise TypeError('parties must be an int, not %s' % type(parties).__name__)
+        if not 0 < parties <= _INT_MAX:
+            raise ValueError('parties must be > 0')
+        if action is not None and not callable(action):
+            raise TypeError('action must be callable, not %s' % type(action).__name__)
+        barrier = _mp_object(_GIBarrier.new(parties, -1 if timeout is None
+                                            else _timeout_msec(True, timeout)))
+        if action is not None:
+            barrier._set_mp_action(action)
+        return barrier
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def _set_mp_action(self, action):
+        # The C object calls run(); what action raises is kept for the
+        # wait() that ran it (no reference to self: no cycle through C).
+        failure = []
+
+        def run(*_):
+            try:
+                action()
+            except BaseException as e:  # noqa: B902
+                failure.append(e)
+                raise GLib.Error("the barrier's action raised %s: %s" % (type(e).__name__, e),
+                                 PYTHON_ERROR_DOMAIN, 0) from None
+            return True
+
+        self._mpg_action = action
+        self._mpg_action_failure = failure
+        _GIBarrier.set_action(self, run)
+
+    def wait(self, *args, **kwargs):
+        if not self._mpg_mp:
+            return _GIBarrier.wait(self, *args, **kwargs)
+        return self._mp_wait(*args, **kwargs)
+
+    def _mp_wait(self, timeout=None):
+        # -1: the barrier's own timeout, as Python's None.
+        msec = -1 if timeout is None else _timeout_msec(True, timeout)
+        try:
+            return _blocking(lambda c: _GIBarrier.wait(self, msec, c))
+        except GLib.Error as e:
+            failure = self.__dict__.get('_mpg_action_failure')
+            if failure:
+                raise failure.pop() from None
+            if _is_mpg_error(e, Mpg.Error.BROKEN_BARRIER) or _is_mpg_error(e, Mpg.Error.TIMEOUT):
+                raise BrokenBarrierError from None
+            raise
+
+    @property
+    def parties(self):
+        return self.get_parties()
+
+    @property
+    def n_waiting(self):
+        return self.get_n_waiting()
+
+    @property
+    def broken(self):
+        return self.get_broken()
+
+    def __repr__(self):
+        if not self._mpg_mp:
+            return super().__repr__()
+        return '<Barrier(parties=%d, n_waiting=%d, broken=%s)>' % (
+            self.parties, self.n_waiting, self.broken)
+
+
+Barrier = override(Barrier)
+__all__.append('Barrier')
+
+
+def _reduce_barrier(barrier, fds):
+    action = barrier.__dict__.get('_mpg_action')
+    name = '' if action is None else _object_name(action, 'the action of a Barrier')
+    return GLib.Variant.new_tuple(GLib.Variant.new_variant(_GIBarrier.to_handle(barrier, fds)),
+                                  GLib.Variant.new_string(name))
+
+
+def _rebuild_barrier(payload, fds):
+    barrier = _mp_object(_GIBarrier.new_from_handle(
+        payload.get_child_value(0).get_variant(), fds))
+    name = payload.get_child_value(1).get_string()
+    if name:
+        try:
+            action = _resolve_task(name)
+        except Exception as e:  # noqa: B902
+            raise ValueError("cannot find the barrier's action %s in this process: %s: %s"
+                             % (name, type(e).__name__, e)) from None
+        barrier._set_mp_action(action)
+    return barrier
+
+
+_register_handle_type(_GIBarrier, 'barrier', 'a Barrier', _reduce_barrier, _rebuild_barrier)
+
+
+# ---------------------------------------------------------------------------
+# Shared memory
+
+_GISharedMemory = Mpg.SharedMemory
+
+
+def _map(memory):
+    # The memory of the C object, mapped once more for Python (the kernel
+    # shares the pages: no copy).
+    return mmap.mmap(_GISharedMemory.get_fd(memory), _GISharedMemory.get_size(memory))
+
+
+class SharedMemory(Mpg.SharedMemory):
+    """multiprocessing.shared_memory.SharedMemory, and the GLib layer's
+    Mpg.SharedMemory.
+
+    SharedMemory(name=None, create=True, size=N) makes a block of N bytes
+    of memory shared by processes: buf is a writable memoryview of it (no
+    copy: the pages are the block's own), name its name, size its size,
+    close() unmaps it from this object. Children started with fork have it;
+    to reach another process, pass the object itself (an argument of a
+    Process, the initargs of a Pool, Queue.put(), Connection.send()).
+
+    The block has no name in the file system: the name is only shown in
+    /proc/PID/fd, and create=False (attaching to a block by its name)
+    raises FileNotFoundError. Nothing is ever left in /dev/shm: the kernel
+    frees the memory when the last process that has it closes it, and
+    unlink() has nothing to do.
+    """
+
+    def __new__(cls, name=None, create=False, size=0):
+        if not size >= 0:
+            raise ValueError("'size' must be a positive integer")
+        if not create:
+            if name is None:
+                raise ValueError("'name' can only be None if create=True")
+            raise FileNotFoundError(
+                errno.ENOENT, "No shared memory block of that name: libmpg's shared memory cannot "
+                "be attached by name; pass the SharedMemory object itself to the other process "
+                "(a Process argument, a Pool's initargs, Queue.put(), Connection.send())", name)
+        if size == 0:
+            raise ValueError("'size' must be a positive number different from zero")
+        if name is not None and not isinstance(name, str):
+            raise TypeError("'name' must be a str, not %s" % type(name).__name__)
+        shm = _GISharedMemory.new(name, size)
+        shm.buf
+        return shm
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    @property
+    def buf(self):
+        """A writable memoryview of the memory (None after close())."""
+        d = self.__dict__
+        buf = d.get('_mpg_buf')
+        if buf is None and not d.get('_mpg_closed'):
+            mm = d['_mpg_mmap'] = _map(self)
+            buf = d['_mpg_buf'] = memoryview(mm)
+        return buf
+
+    @property
+    def name(self):
+        return self.get_name()
+
+    @property
+    def size(self):
+        return self.get_size()
+
+    def close(self):
+        """Releases buf and unmaps the memory from this object, as
+        multiprocessing's close() (BufferError while views of buf are in
+        use). The block lives on as long as an object or a process has it."""
+        d = self.__dict__
+        buf = d.get('_mpg_buf')
+        if buf is not None:
+            buf.release()
+            d['_mpg_mmap'].close()
+            del d['_mpg_buf'], d['_mpg_mmap']
+        self._mpg_closed = True
+
+    def unlink(self):
+        """Does nothing: the block has no name to remove. The kernel frees
+        the memory when the last process that has it closes it, and nothing
+        is left behind (in /dev/shm or elsewhere) even if a process dies."""
+
+    def __repr__(self):
+        return '%s(%r, size=%d)' % (type(self).__name__, self.name, self.size)
+
+
+SharedMemory = override(SharedMemory)
+__all__.append('SharedMemory')
+_register_gobject_type(_GISharedMemory, 'shared_memory', 'a SharedMemory')
+
+
+# ---------------------------------------------------------------------------
+# Shared ctypes objects: Value, Array, RawValue, RawArray
+#
+# A ctypes object over a mapping of an Mpg.Array's memory (zero copy, as
+# multiprocessing's sharedctypes over its heap). The Mpg.Array has the
+# element type when it is one of its typecodes (so that C code sees the
+# same numbers); any other ctypes type (a Structure, a subclass…) is its
+# bytes ('B').
+
+_TYPECODE_TO_CTYPE = {
+    'c': ctypes.c_char, 'u': ctypes.c_wchar, 'b': ctypes.c_byte, 'B': ctypes.c_ubyte,
+    'h': ctypes.c_short, 'H': ctypes.c_ushort, 'i': ctypes.c_int, 'I': ctypes.c_uint,
+    'l': ctypes.c_long, 'L': ctypes.c_ulong, 'q': ctypes.c_longlong, 'Q': ctypes.c_ulonglong,
+    'f': ctypes.c_float, 'd': ctypes.c_double, '?': ctypes.c_bool,
+}
+_CTYPE_TO_TYPECODE = {}
+for _code, _ctype in _TYPECODE_TO_CTYPE.items():
+    _CTYPE_TO_TYPECODE.setdefault(_ctype, _code)
+del _code, _ctype
+
+_GIArray = Mpg.Array
+
+
+def _ctype_of(typecode_or_type):
+    if isinstance(typecode_or_type, str):
+        ctype = _TYPECODE_TO_CTYPE.get(typecode_or_type)
+        if ctype is None:
+            raise TypeError('unknown typecode %r: one of %s, or a ctypes type'
+                            % (typecode_or_type, ' '.join(_TYPECODE_TO_CTYPE)))
+        return ctype
+    if not (isinstance(typecode_or_type, type) and issubclass(typecode_or_type, _CDATA)):
+        raise TypeError('a typecode or a ctypes type is needed, not %s'
+                        % _describe(typecode_or_type))
+    return typecode_or_type
+
+
+_CDATA = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union)
+
+
+def _check_lock(lock):
+    if lock not in (True, False, None) and not hasattr(lock, 'acquire'):
+        raise AttributeError("%r has no method 'acquire'" % (lock,))
+
+
+def _new_shared(ctype, count, lock):
+    """A ctypes object of ctype (count None) or of an array of count of
+    them, over new shared memory, zero-filled. lock: True for the
+    Mpg.Array's own RLock, an Mpg.Lock for that lock, anything else for
+    none."""
+    array_type = ctype if count is None else ctype * count   # checks count
+    code = _CTYPE_TO_TYPECODE.get(ctype)
+    length = (1 if count is None else count) if code else ctypes.sizeof(array_type)
+    if code is None:
+        code = 'B'
+    if lock is True or lock is None:
+        array = _GIArray.new(code, length)
+    elif isinstance(lock, _GILock):
+        array = _GIArray.new_with_lock(code, length, lock)
+    else:
+        array = _GIArray.new_raw(code, length)
+    return _view(array, ctype, count, array_type)
+
+
+def _view(array, ctype, count, array_type=None):
+    if array_type is None:
+        array_type = ctype if count is None else ctype * count
+    obj = array_type.from_buffer(_map(_GIArray.get_memory(array)))
+    # What travels to other processes; it keeps the C object alive.
+    obj._mpg_array = array
+    obj._mpg_ctype = ctype
+    obj._mpg_count = count
+    return obj
+
+
+def _sync_lock(array, lock):
+    """The lock of a synchronized wrapper: the one given, or the
+    Mpg.Array's own."""
+    if lock is True or lock is None:
+        return _mp_object(_GIArray.get_lock(array))
+    return lock
+
+
+def RawValue(typecode_or_type, *args):
+    """multiprocessing.RawValue(typecode_or_type, *args): a ctypes object
+    in shared memory, initialized with args (zero without), without a
+    lock."""
+    obj = _new_shared(_ctype_of(typecode_or_type), None, False)
+    if args:
+        obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type, size_or_initializer):
+    """multiprocessing.RawArray(typecode_or_type, size_or_initializer): a
+    ctypes array in shared memory, of that many zeros or initialized from
+    the sequence, without a lock."""
+    return _new_shared_array(typecode_or_type, size_or_initializer, False)
+
+
+def _new_shared_array(typecode_or_type, size_or_initializer, lock):
+    ctype = _ctype_of(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        return _new_shared(ctype, size_or_initializer, lock)
+    init = size_or_initializer
+    obj = _new_shared(ctype, len(init), lock)
+    obj.__init__(*init)
+    return obj
+
+
+def Value(typecode_or_type, *args, lock=True, ctx=None):
+    """multiprocessing.Value(typecode_or_type, *args, lock=True): a ctypes
+    object in shared memory, in a synchronized wrapper (value, get_lock(),
+    get_obj(), `with`) whose lock is an RLock, or lock if it is a lock.
+    With lock=False, the ctypes object itself (RawValue)."""
+    _check_lock(lock)
+    obj = _new_shared(_ctype_of(typecode_or_type), None, lock)
+    if args:
+        obj.__init__(*args)
+    if lock is False:
+        return obj
+    return _synchronized(obj, _sync_lock(obj._mpg_array, lock))
+
+
+def _array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
+    """multiprocessing.Array(typecode_or_type, size_or_initializer, *,
+    lock=True): a ctypes array in shared memory, in a synchronized wrapper
+    (len(), indexes, slices, get_lock(), get_obj(), `with`; value and raw
+    for 'c') whose lock is an RLock, or lock if it is a lock. With
+    lock=False, the ctypes array itself (RawArray)."""
+    _check_lock(lock)
+    obj = _new_shared_array(typecode_or_type, size_or_initializer, lock)
+    if lock is False:
+        return obj
+    return _synchronized(obj, _sync_lock(obj._mpg_array, lock))
+
+
+class Array(Mpg.Array):
+    """multiprocessing.Array, and the GLib layer's Mpg.Array.
+
+    Array(typecode_or_type, size_or_initializer, *, lock=True) is
+    multiprocessing's: a ctypes array in shared memory (typecodes 'c', 'u',
+    'b', 'B', 'h', 'H', 'i', 'I', 'l', 'L', 'q', 'Q', 'f', 'd', '?', or any
+    ctypes type), in a synchronized wrapper whose lock is an RLock (or the
+    given lock); lock=False gives the ctypes array itself. The elements are
+    the memory of an Mpg.Array, mapped (no copy).
+
+    Mpg.Array.new(typecode, length) and the other C constructors make the
+    GLib layer's object.
+    """
+
+    def __new__(cls, typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
+        return _array(typecode_or_type, size_or_initializer, lock=lock)
+
+
+Array = override(Array)
+__all__ += ['Value', 'Array', 'RawValue', 'RawArray']
+
+
+class _SynchronizedBase:
+    """What Value() and Array() return: the ctypes object and its lock."""
+
+    def __init__(self, obj, lock):
+        self._obj = obj
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+    def get_obj(self):
+        return self._obj
+
+    def get_lock(self):
+        return self._lock
+
+    def __repr__(self):
+        return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
+
+
+class Synchronized(_SynchronizedBase):
+    """A shared ctypes value with its lock (Value()): value reads and
+    writes it under the lock."""
+
+    @property
+    def value(self):
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, value):
+        with self._lock:
+            self._obj.value = value
+
+
+class SynchronizedArray(_SynchronizedBase):
+    """A shared ctypes array with its lock (Array()): len(), items and
+    slices, read and written under the lock."""
+
+    def __len__(self):
+        return len(self._obj)
+
+    def __getitem__(self, i):
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i, value):
+        with self._lock:
+            self._obj[i] = value
+
+
+class SynchronizedString(SynchronizedArray):
+    """A shared array of chars ('c') with its lock: also value (up to the
+    first NUL) and raw (all the bytes)."""
+
+    @property
+    def value(self):
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, value):
+        with self._lock:
+            self._obj.value = value
+
+    @property
+    def raw(self):
+        with self._lock:
+            return self._obj.raw
+
+    @raw.setter
+    def raw(self, value):
+        with self._lock:
+            self._obj.raw = value
+
+
+_synchronized_structs = weakref.WeakKeyDictionary()
+
+
+def _synchronized_field(name):
+    def get(self):
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def set(self, value):
+        with self._lock:
+            setattr(self._obj, name, value)
+
+    return property(get, set)
+
+
+def _synchronized(obj, lock):
+    if isinstance(obj, ctypes._SimpleCData):
+        return Synchronized(obj, lock)
+    if isinstance(obj, ctypes.Array):
+        if obj._type_ is ctypes.c_char:
+            return SynchronizedString(obj, lock)
+        return SynchronizedArray(obj, lock)
+    # A Structure or a Union: a property for each field.
+    cls = type(obj)
+    wrapper = _synchronized_structs.get(cls)
+    if wrapper is None:
+        fields = {name: _synchronized_field(name) for name, *_ in getattr(cls, '_fields_', ())}
+        wrapper = _synchronized_structs[cls] = type('Synchronized' + cls.__name__,
+                                                    (_SynchronizedBase,), fields)
+    return wrapper(obj, lock)
+
+
+__all__ += ['Synchronized', 'SynchronizedArray', 'SynchronizedString']
+
+
+def _check_shared_ctype(value):
+    synchronized = isinstance(value, _SynchronizedBase)
+    obj = value._obj if synchronized else value
+    array = obj.__dict__.get('_mpg_array')
+    if array is None:
+        return ('of ctypes objects, only those of Mpg.Value(), Mpg.Array(), Mpg.RawValue() '
+                'and Mpg.RawArray() can be sent, as handles of their shared memory')
+    if synchronized and (not isinstance(value._lock, _GILock)
+                         or _GIArray.get_lock(array) is None):
+        return ('the lock of a shared value sent to another process must be an Mpg.Lock or '
+                'an Mpg.RLock, not %s' % _describe(value._lock))
+    return None
+
+
+def _reduce_shared_ctype(value, fds):
+    synchronized = isinstance(value, _SynchronizedBase)
+    obj = value._obj if synchronized else value
+    array = obj._mpg_array
+    ctype = obj._mpg_ctype
+    count = obj._mpg_count
+    name = '' if ctype in _CTYPE_TO_TYPECODE else _object_name(
+        ctype, 'the ctypes type of a shared value sent to another process')
+    return GLib.Variant.new_tuple(
+        GLib.Variant.new_string('value' if count is None else 'array'),
+        GLib.Variant.new_string(name),
+        GLib.Variant.new_uint64(count or 0),
+        GLib.Variant.new_boolean(synchronized),
+        GLib.Variant.new_variant(_GIArray.to_handle(array, fds)))
+
+
+def _rebuild_shared_ctype(payload, fds):
+    kind, name, count, synchronized = (from_variant(payload.get_child_value(i)) for i in range(4))
+    array = _GIArray.new_from_handle(payload.get_child_value(4).get_variant(), fds)
+    if name:
+        try:
+            ctype = _resolve_task(name)
+        except Exception as e:  # noqa: B902
+            raise ValueError('cannot find the ctypes type %s of a shared value in this process: '
+                             '%s: %s' % (name, type(e).__name__, e)) from None
+        if not (isinstance(ctype, type) and issubclass(ctype, _CDATA)):
+            raise ValueError('%s is not a ctypes type' % name)
+    else:
+        ctype = _TYPECODE_TO_CTYPE.get(_GIArray.get_typecode(array))
+    if kind == 'value':
+        count = None
+    size = ctypes.sizeof(ctype) * (1 if count is None else count) if ctype else -1
+    if size != _GIArray.get_length(array) * _GIArray.get_item_size(array):
+        raise ValueError('a shared value of %s does not fit the memory that came with it'
+                         % (name or ctype))
+    obj = _view(array, ctype, count)
+    if not synchronized:
+        return obj
+    lock = _GIArray.get_lock(array)
+    if lock is None:
+        raise ValueError('a synchronized shared value came without its lock')
+    return _synchronized(obj, _mp_object(lock))
+
+
+for _cls in _CDATA + (_SynchronizedBase,):
+    _register_handle_type(_cls, 'sharedctypes', 'a shared ctypes object',
+                          _reduce_shared_ctype, _rebuild_shared_ctype, _check_shared_ctype)
+del _cls
 
 
 # ---------------------------------------------------------------------------
@@ -2366,7 +3483,9 @@ for _name, _value in list(globals().items()):
     if _name in ('Process', 'Queue', 'SimpleQueue', 'JoinableQueue', 'Pipe', 'Connection',
                  'TimeoutError', 'ProcessError', 'BufferTooShort', 'AuthenticationError',
                  'RemoteError', 'get_context', 'set_start_method', 'get_all_start_methods',
-                 'freeze_support', 'cpu_count'):
+                 'freeze_support', 'cpu_count', 'Lock', 'RLock', 'Semaphore',
+                 'BoundedSemaphore', 'Event', 'Condition', 'Barrier', 'Value', 'Array',
+                 'RawValue', 'RawArray'):
         setattr(_ForkContext, _name, staticmethod(_value) if callable(_value)
                 and not isinstance(_value, type) else _value)
 for _name in ('cpu_count', 'current_process', 'parent_process', 'active_children'):
