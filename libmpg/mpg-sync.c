@@ -637,6 +637,9 @@ _mpg_sync_run_async (gpointer             source,
   task = g_task_new (source, cancellable, callback, user_data);
   g_task_set_source_tag (task, source_tag);
   g_task_set_name (task, name);
+  /* The thread returns what happened: a cancellation that comes after it
+   * took the lock or the unit must not hide that it did. */
+  g_task_set_check_cancellable (task, FALSE);
 
   run = g_new0 (RunData, 1);
   run->task = task;

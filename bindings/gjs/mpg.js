@@ -5,8 +5,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // An ES module on top of the introspected API (gi://Mpg): Process, Queue,
-// Pipe and Pool in the spelling of Python's multiprocessing, with plain JS
-// values in and out and Promise-returning async methods. See docs/gjs.md.
+// Pipe, Pool, Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition,
+// Barrier, SharedMemory, Value and Array in the spelling of Python's
+// multiprocessing, with plain JS values in and out and Promise-returning
+// async methods. See docs/gjs.md.
 //
 // JavaScript must never run in a forked child (SpiderMonkey's helper
 // threads do not survive a fork), so every process and pool worker made
@@ -321,8 +323,19 @@ function describe(value) {
 }
 
 const SENDABLE = 'numbers, strings, booleans, null, undefined, bigints (64-bit), arrays, ' +
-    'objects with string keys, Uint8Array, GLib.Variant, and Queue and Connection ' +
-    'objects in Process arguments and Pool initargs';
+    'objects with string keys, Uint8Array, GLib.Variant, and, in Process arguments and Pool ' +
+    'initargs, Queue, Connection, Lock, RLock, Semaphore, Event, Condition, Barrier, ' +
+    'SharedMemory, Value and Array objects';
+
+// Objects that live in several processes at once (queues, pipe ends, locks,
+// shared memory...) travel as multiprocessing's reduction makes them
+// travel: their class has a [REDUCE](fdList, where) method that adds their
+// fds to the list and returns [kind, payload], sent as the tagged value
+// ('mpg:<kind>', <payload>); REBUILD[kind](payload, fdList) makes them
+// again on the other side. The kinds and payloads are those of the Python
+// override, so that the two can exchange these objects.
+const REDUCE = Symbol('mpg.reduce');
+const REBUILD = Object.create(null);
 
 function cannotSend(value, where, why) {
     return new TypeError(`cannot send ${describe(value)} at ${where} to another process: ` +
@@ -460,15 +473,17 @@ function encode(value, where, depth, fds) {
         return value;
     if (value instanceof Uint8Array)
         return fromTyped('ay', value);
-    if (value instanceof Queue || value instanceof Connection) {
+    const reduce = value[REDUCE];
+    if (typeof reduce === 'function') {
         if (!fds) {
             throw cannotSend(value, where,
-                'queues and connections can be sent as arguments of a Process, in a ' +
-                'Pool\'s initargs, through a Queue, or through a Connection, not as ' +
-                'arguments of a Pool\'s tasks');
+                'queues, connections, locks and the other synchronization objects, and ' +
+                'shared memory can be sent as arguments of a Process, in a Pool\'s ' +
+                'initargs, through a Queue, or through a Connection, not as arguments of a ' +
+                'Pool\'s tasks');
         }
-        const kind = value instanceof Queue ? 'queue' : 'connection';
-        return tagged(kind, call(() => value.gobject.to_handle(fds)));
+        const [kind, payload] = reduce.call(value, fds, where);
+        return tagged(kind, payload);
     }
     if (++depth > MAX_DEPTH)
         throw cannotSend(value, where, `values nest ${MAX_DEPTH} levels at most`);
@@ -521,12 +536,13 @@ function decodeTagged(tag, payload, fds) {
     switch (tag) {
     case 'str':
         return wtf8Decode(bytesOf(payload));
-    case 'queue':
-        return Queue._fromHandle(payload, fds);
-    case 'connection':
-        return Connection._fromHandle(payload, fds);
     case 'call':
         return decode(payload, fds);
+    }
+    if (Object.hasOwn(REBUILD, tag)) {
+        if (!fds)
+            throw new Error(`a '${TAG_PREFIX}${tag}' value arrived without its fds`);
+        return REBUILD[tag](payload, fds);
     }
     return [TAG_PREFIX + tag, decode(payload, fds)];
 }
@@ -925,10 +941,12 @@ export class Queue {
             : Mpg.Queue.new(maxsize));
     }
 
-    static _fromHandle(handle, fds) {
-        if (!fds)
-            throw new Error('a queue arrived without its fds');
-        return new Queue(call(() => Mpg.Queue.new_from_handle(handle, fds)));
+    get [Symbol.toStringTag]() {
+        return this.constructor.name;
+    }
+
+    [REDUCE](fds) {
+        return ['queue', call(() => this.gobject.to_handle(fds))];
     }
 
     /**
@@ -937,8 +955,9 @@ export class Queue {
      */
     put(value, {block = true, timeout} = {}) {
         const fds = new Gio.UnixFDList();
-        const variant = encode(value, 'value', 0, fds);
         try {
+            // Inside: the fds of what was encoded before a failure are closed.
+            const variant = encode(value, 'value', 0, fds);
             call(() => fds.get_length() > 0
                 ? this.gobject.put_with_fds(variant, fds, block, timeoutOf(timeout), null)
                 : this.gobject.put(variant, block, timeoutOf(timeout), null));
@@ -1026,6 +1045,8 @@ export class Queue {
     }
 }
 
+REBUILD.queue = (handle, fds) => new Queue(call(() => Mpg.Queue.new_from_handle(handle, fds)));
+
 /** A Queue with taskDone() and join(). */
 export class JoinableQueue extends Queue {
     constructor(maxsize = 0) {
@@ -1042,17 +1063,19 @@ export class Connection {
         this.gobject = gobject;
     }
 
-    static _fromHandle(handle, fds) {
-        if (!fds)
-            throw new Error('a connection arrived without its fds');
-        return new Connection(call(() => Mpg.Connection.new_from_handle(handle, fds)));
+    get [Symbol.toStringTag]() {
+        return 'Connection';
+    }
+
+    [REDUCE](fds) {
+        return ['connection', call(() => this.gobject.to_handle(fds))];
     }
 
     /** @param {*} value */
     send(value) {
         const fds = new Gio.UnixFDList();
-        const variant = encode(value, 'value', 0, fds);
         try {
+            const variant = encode(value, 'value', 0, fds);
             call(() => fds.get_length() > 0
                 ? this.gobject.send_with_fds(variant, fds, null)
                 : this.gobject.send(variant, null));
@@ -1125,6 +1148,9 @@ export class Connection {
     }
 }
 
+REBUILD.connection = (handle, fds) =>
+    new Connection(call(() => Mpg.Connection.new_from_handle(handle, fds)));
+
 /**
  * Two connected Connections: Python's multiprocessing.Pipe().
  *
@@ -1135,6 +1161,1079 @@ export function Pipe(duplex = true) {
     const [, first, second] = call(() => Mpg.pipe_new(duplex));
     return [new Connection(first), new Connection(second)];
 }
+
+// ---------------------------------------------------------------------------
+// Synchronization: Lock, RLock, Semaphore, BoundedSemaphore, Event,
+// Condition, Barrier
+
+// An object of one of the classes below around an existing object of
+// gi://Mpg (one rebuilt from a handle, a condition's lock), with the fields
+// that its constructor would set.
+function wrapObject(Class, fields) {
+    return Object.assign(Object.create(Class.prototype), fields);
+}
+
+// A timeout in milliseconds for libmpg: -1 for no limit (null, undefined,
+// a negative number or Infinity), else rounded up, so that a wait never
+// ends early.
+function msecOf(timeout) {
+    if (timeout === undefined || timeout === null)
+        return -1;
+    if (typeof timeout !== 'number' || Number.isNaN(timeout))
+        throw new TypeError(`a timeout is a number of milliseconds, not ${shown(timeout)}`);
+    if (timeout < 0 || timeout === Infinity)
+        return -1;
+    return Math.min(Math.ceil(timeout), 0x7FFFFFFF);
+}
+
+// The timeout of an acquire({block, timeout}), as Python's: block false
+// does not wait, whatever the timeout.
+function acquireMsec(block, timeout) {
+    return block ? msecOf(timeout) : 0;
+}
+
+// A value in an error message: primitives as they are written.
+function shown(value) {
+    if (typeof value === 'string')
+        return JSON.stringify(value);
+    if (typeof value === 'bigint')
+        return `${value}n`;
+    if (typeof value === 'number' || typeof value === 'boolean' ||
+        value === null || value === undefined)
+        return String(value);
+    return describe(value);
+}
+
+function checkCount(value, what, min = 0) {
+    if (!Number.isInteger(value) || value < min || value > 0x7FFFFFFF)
+        throw new RangeError(`${what} must be an integer from ${min} to 2147483647, ` +
+            `not ${shown(value)}`);
+    return value;
+}
+
+/**
+ * A lock shared by processes: Python's multiprocessing.Lock. Any process
+ * that has it (passed as a Process argument, in a Pool's initargs, or
+ * through a Queue or a Connection) can acquire and release it.
+ *
+ *     const lock = new Lock();
+ *     if (lock.acquire({timeout: 1000})) {
+ *         try {
+ *             change();
+ *         } finally {
+ *             lock.release();
+ *         }
+ *     }
+ *
+ * When the process that held the lock died holding it, the acquire that
+ * takes it over succeeds and sets `ownerDied`: what the lock protects may
+ * be half changed.
+ */
+export class Lock {
+    constructor() {
+        /** @type {Mpg.Lock} the object of gi://Mpg */
+        this.gobject = call(() => new.target._new());
+        /**
+         * Whether the last acquire made through this object that succeeded
+         * took the lock over from a process that died holding it.
+         *
+         * @type {boolean}
+         */
+        this.ownerDied = false;
+    }
+
+    static _new() {
+        return Mpg.Lock.new();
+    }
+
+    /**
+     * Acquires the lock, blocking (the main loop too): for scripts and
+     * workers. In a main loop, use acquireAsync().
+     *
+     * @param {object} [options] block (default true; false: do not wait),
+     *   timeout (ms; null or -1 for no limit), cancellable
+     * @returns {boolean} true if acquired (see `ownerDied`); false if the
+     *   timeout passed first or, with block false, the lock is held
+     */
+    acquire({block = true, timeout = null, cancellable = null} = {}) {
+        const msec = acquireMsec(block, timeout);
+        let died = false;
+        const acquired = wait(() => {
+            [, died] = this.gobject.acquire(msec, cancellable);
+            return true;
+        });
+        if (acquired)
+            this.ownerDied = died;
+        return acquired;
+    }
+
+    /**
+     * Acquires the lock without blocking the main loop: the wait happens
+     * in a thread of its own, and the lock is held by this (the calling)
+     * thread when the Promise resolves.
+     *
+     * @param {Gio.Cancellable} [cancellable] rejects the Promise with
+     *   Gio.IOErrorEnum.CANCELLED, without the lock
+     * @returns {Promise<boolean>} true (see `ownerDied`)
+     */
+    acquireAsync(cancellable = null) {
+        return promise(done => this.gobject.acquire_async(cancellable,
+            (obj, res) => done(() => {
+                const [, died] = obj.acquire_finish(res);
+                this.ownerDied = died;
+                return true;
+            })));
+    }
+
+    /**
+     * Releases the lock. Throws a GLib.Error (Mpg.Error.INVALID_STATE) if
+     * it is not held (Python's ValueError), or, for an RLock, not held by
+     * this thread.
+     */
+    release() {
+        call(() => this.gobject.release());
+    }
+
+    get [Symbol.toStringTag]() {
+        return this.constructor.name;
+    }
+
+    [REDUCE](fds) {
+        return ['lock', call(() => this.gobject.to_handle(fds))];
+    }
+}
+
+/**
+ * A recursive lock shared by processes: Python's multiprocessing.RLock.
+ * The thread that holds it may acquire it again, and releases it as many
+ * times; only that thread may release it.
+ */
+export class RLock extends Lock {
+    static _new() {
+        return Mpg.RLock.new();
+    }
+}
+
+function wrapLock(gobject) {
+    return wrapObject(gobject instanceof Mpg.RLock ? RLock : Lock, {gobject, ownerDied: false});
+}
+
+REBUILD.lock = (handle, fds) => wrapLock(call(() => Mpg.Lock.new_from_handle(handle, fds)));
+
+/**
+ * A semaphore shared by processes: Python's multiprocessing.Semaphore.
+ * The units that a process took and did not give back are given back when
+ * it dies.
+ */
+export class Semaphore {
+    /** @param {number} [value] the number of units at first (default 1) */
+    constructor(value = 1) {
+        checkCount(value, 'a semaphore\'s value');
+        this.gobject = call(() => new.target._new(value));
+    }
+
+    static _new(value) {
+        return Mpg.Semaphore.new(value);
+    }
+
+    /**
+     * Takes a unit, blocking while there is none.
+     *
+     * @param {object} [options] block (default true), timeout (ms),
+     *   cancellable
+     * @returns {boolean} true if taken; false if the timeout passed first
+     *   or, with block false, there was no unit
+     */
+    acquire({block = true, timeout = null, cancellable = null} = {}) {
+        const msec = acquireMsec(block, timeout);
+        return wait(() => this.gobject.acquire(msec, cancellable));
+    }
+
+    /**
+     * Takes a unit without blocking the main loop.
+     *
+     * @param {Gio.Cancellable} [cancellable]
+     * @returns {Promise<boolean>} true
+     */
+    acquireAsync(cancellable = null) {
+        return promise(done => this.gobject.acquire_async(cancellable,
+            (obj, res) => done(() => obj.acquire_finish(res))));
+    }
+
+    /**
+     * Gives a unit back. Throws a GLib.Error (Mpg.Error.INVALID_STATE) for
+     * a BoundedSemaphore already at its initial value.
+     */
+    release() {
+        call(() => this.gobject.release());
+    }
+
+    /** @returns {number} the number of units available now */
+    getValue() {
+        return this.gobject.get_value();
+    }
+
+    get [Symbol.toStringTag]() {
+        return this.constructor.name;
+    }
+
+    [REDUCE](fds) {
+        return ['semaphore', call(() => this.gobject.to_handle(fds))];
+    }
+}
+
+/**
+ * A semaphore whose value cannot go above its initial value:
+ * Python's multiprocessing.BoundedSemaphore.
+ */
+export class BoundedSemaphore extends Semaphore {
+    static _new(value) {
+        return Mpg.Semaphore.new_bounded(value);
+    }
+}
+
+REBUILD.semaphore = (handle, fds) => {
+    const gobject = call(() => Mpg.Semaphore.new_from_handle(handle, fds));
+    return wrapObject(gobject.get_bounded() ? BoundedSemaphore : Semaphore, {gobject});
+};
+
+/** A flag that processes can wait for: Python's multiprocessing.Event. */
+export class Event {
+    constructor() {
+        this.gobject = call(() => Mpg.Event.new());
+    }
+
+    /** Raises the flag and wakes every waiter. */
+    set() {
+        this.gobject.set();
+    }
+
+    /** Lowers the flag. */
+    clear() {
+        this.gobject.clear();
+    }
+
+    /** @returns {boolean} whether the flag is up */
+    isSet() {
+        return this.gobject.is_set();
+    }
+
+    /**
+     * Waits until the flag is up, blocking.
+     *
+     * @param {number} [timeout] ms; null or -1 for no limit
+     * @returns {boolean} true if the flag is up; false if the timeout
+     *   passed first
+     */
+    wait(timeout = null) {
+        const msec = msecOf(timeout);
+        return wait(() => this.gobject.wait(msec, null));
+    }
+
+    /**
+     * Waits until the flag is up without blocking the main loop.
+     *
+     * @param {Gio.Cancellable} [cancellable]
+     * @returns {Promise<boolean>} true
+     */
+    waitAsync(cancellable = null) {
+        return promise(done => this.gobject.wait_async(cancellable,
+            (obj, res) => done(() => obj.wait_finish(res))));
+    }
+
+    get [Symbol.toStringTag]() {
+        return 'Event';
+    }
+
+    [REDUCE](fds) {
+        return ['event', call(() => this.gobject.to_handle(fds))];
+    }
+}
+
+REBUILD.event = (handle, fds) =>
+    wrapObject(Event, {gobject: call(() => Mpg.Event.new_from_handle(handle, fds))});
+
+/**
+ * A condition variable shared by processes: Python's
+ * multiprocessing.Condition. Its lock (a new RLock unless one is given)
+ * must be held around wait(), waitFor() and notify().
+ */
+export class Condition {
+    /** @param {Lock | RLock | null} [lock] the lock; null for a new RLock */
+    constructor(lock = null) {
+        if (lock !== null && !(lock instanceof Lock))
+            throw new TypeError(`a Condition's lock is a Lock or an RLock, not ${shown(lock)}`);
+        this.gobject = call(() => Mpg.Condition.new(lock?.gobject ?? null));
+        this._lock = lock ?? wrapLock(this.gobject.get_lock());
+    }
+
+    /** @type {Lock | RLock} the condition's lock */
+    get lock() {
+        return this._lock;
+    }
+
+    /** Acquires the lock: see Lock.acquire(). */
+    acquire(options = {}) {
+        return this._lock.acquire(options);
+    }
+
+    /** Releases the lock. */
+    release() {
+        this._lock.release();
+    }
+
+    /**
+     * Releases the lock, waits until notified, and takes the lock back
+     * (whatever the result), blocking.
+     *
+     * @param {number} [timeout] ms; null or -1 for no limit
+     * @returns {boolean} true if notified, false if the timeout passed
+     */
+    wait(timeout = null) {
+        const msec = msecOf(timeout);
+        return wait(() => this.gobject.wait(msec, null));
+    }
+
+    /**
+     * Waits until predicate() returns a true value, blocking: predicate is
+     * called with the lock held, first, then after each notification.
+     *
+     * @param {Function} predicate
+     * @param {number} [timeout] ms, in all; null or -1 for no limit
+     * @returns {*} the predicate's last result (false-like if the timeout
+     *   passed first)
+     */
+    waitFor(predicate, timeout = null) {
+        if (typeof predicate !== 'function')
+            throw new TypeError(`waitFor() needs a function, not ${shown(predicate)}`);
+        const msec = msecOf(timeout);
+        let result, failed = false, exception;
+        const check = () => {
+            if (failed)
+                return true;
+            try {
+                result = predicate();
+            } catch (e) {
+                // Ends the wait, and is thrown below: an exception thrown
+                // into libmpg would only be printed.
+                failed = true;
+                exception = e;
+                return true;
+            }
+            return Boolean(result);
+        };
+        const ok = wait(() => this.gobject.wait_for(check, msec, null));
+        if (!ok)
+            check();  // as Python: the predicate once more, after the timeout
+        if (failed)
+            throw exception;
+        return result;
+    }
+
+    /**
+     * Waits until notified without blocking the main loop. The lock,
+     * which this thread must hold, is released at once; it is held again
+     * by this thread when the Promise settles.
+     *
+     * @param {Gio.Cancellable} [cancellable]
+     * @returns {Promise<boolean>} true
+     */
+    waitAsync(cancellable = null) {
+        return promise(done => this.gobject.wait_async(cancellable,
+            (obj, res) => done(() => obj.wait_finish(res))));
+    }
+
+    /**
+     * Wakes up to n waiters (those that waited longest).
+     *
+     * @param {number} [n] default 1
+     */
+    notify(n = 1) {
+        checkCount(n, 'notify()\'s n');
+        call(() => this.gobject.notify(n));
+    }
+
+    /** Wakes every waiter. */
+    notifyAll() {
+        call(() => this.gobject.notify_all());
+    }
+
+    get [Symbol.toStringTag]() {
+        return 'Condition';
+    }
+
+    [REDUCE](fds) {
+        return ['condition', call(() => this.gobject.to_handle(fds))];
+    }
+}
+
+REBUILD.condition = (handle, fds) => {
+    const gobject = call(() => Mpg.Condition.new_from_handle(handle, fds));
+    return wrapObject(Condition, {gobject, _lock: wrapLock(gobject.get_lock())});
+};
+
+/**
+ * A barrier for a number of parties in any processes: Python's
+ * multiprocessing.Barrier.
+ *
+ * The action, if given, is called (with no arguments, synchronously) by
+ * the last party to arrive, in whatever process that is, before the
+ * parties are released. It travels with the barrier as a Process's target
+ * does: a function is called as it is here, and sent as its source text
+ * (so it must be self-contained there); a task (mpg.task(url, name)) is
+ * looked up in each process, its module imported as soon as the barrier
+ * is made or arrives. JavaScript runs only in the main thread, so a
+ * barrier with an action is waited for with wait(), not waitAsync().
+ */
+export class Barrier {
+    /**
+     * @param {number} parties the number of parties, at least 1
+     * @param {object} [options] action (a task), timeout (ms: the default
+     *   of wait(); null for no limit)
+     */
+    constructor(parties, {action = null, timeout = null} = {}) {
+        checkCount(parties, 'a barrier\'s number of parties', 1);
+        // The action: a function, called here and sent as source text, or
+        // a task's name, looked up (_lookup) and sent as it is.
+        this._action = null;
+        this._actionName = '';
+        this._lookup = null;
+        if (typeof action === 'function') {
+            this._action = action;
+        } else if (action !== null) {
+            this._actionName = taskName(action);
+            this._lookup = lookUpTask(this._actionName);
+        }
+        this.gobject = call(() => Mpg.Barrier.new(parties, msecOf(timeout)));
+    }
+
+    _actionFunction() {
+        if (this._action !== null)
+            return this._action;
+        if (this._lookup === null)
+            return null;
+        return call(() => lookedUp(this._lookup, 'the barrier\'s action'));
+    }
+
+    /**
+     * Arrives at the barrier and waits for the other parties, blocking. A
+     * timeout breaks the barrier, as in Python.
+     *
+     * @param {number} [timeout] ms; null or -1 for the barrier's timeout
+     * @returns {number} this party's index, from 0 to parties - 1; throws
+     *   a GLib.Error (Mpg.Error.BROKEN_BARRIER) if the barrier is or
+     *   becomes broken, or the action's error if it ran here and threw
+     */
+    wait(timeout = null) {
+        const msec = msecOf(timeout);
+        const action = this._actionFunction();
+        if (action !== null) {
+            // Set for this wait only, which runs in this (the main) thread:
+            // libmpg calls the action in the thread of the last party.
+            this.gobject.set_action(() => {
+                try {
+                    action();
+                    return true;
+                } catch (e) {
+                    throw errorToGError(e);
+                }
+            });
+        }
+        try {
+            return call(() => this.gobject.wait(msec, null));
+        } finally {
+            if (action !== null)
+                this.gobject.set_action(null);
+        }
+    }
+
+    /**
+     * Arrives at the barrier without blocking the main loop (the
+     * barrier's timeout applies; cancelling breaks the barrier).
+     *
+     * @param {Gio.Cancellable} [cancellable]
+     * @returns {Promise<number>} this party's index
+     */
+    waitAsync(cancellable = null) {
+        if (this._action !== null || this._actionName) {
+            return Promise.reject(new Error('a Barrier with an action is waited for with ' +
+                'wait(): its action is JavaScript, which cannot run in the thread where ' +
+                'waitAsync() waits'));
+        }
+        return promise(done => this.gobject.wait_async(cancellable,
+            (obj, res) => done(() => obj.wait_finish(res))));
+    }
+
+    /** Breaks the barrier: waits in progress and later ones throw. */
+    abort() {
+        this.gobject.abort();
+    }
+
+    /** Returns the barrier to its first state (waits in progress throw). */
+    reset() {
+        this.gobject.reset();
+    }
+
+    /** @type {number} */
+    get parties() {
+        return this.gobject.get_parties();
+    }
+
+    /** @type {number} the number of parties waiting now */
+    get nWaiting() {
+        return this.gobject.get_n_waiting();
+    }
+
+    /** @type {boolean} */
+    get broken() {
+        return this.gobject.get_broken();
+    }
+
+    /** @type {number | null} the default timeout of wait(), in ms */
+    get timeout() {
+        const msec = this.gobject.get_timeout();
+        return msec < 0 ? null : msec;
+    }
+
+    get [Symbol.toStringTag]() {
+        return 'Barrier';
+    }
+
+    [REDUCE](fds, where) {
+        let name = this._actionName;
+        if (this._action !== null) {
+            try {
+                name = taskName(this._action);
+            } catch (e) {
+                throw cannotSend(this, where, `its action cannot be sent: ${e.message}`);
+            }
+        }
+        return ['barrier', GLib.Variant.new_tuple([
+            GLib.Variant.new_variant(call(() => this.gobject.to_handle(fds))),
+            GLib.Variant.new_string(name),
+        ])];
+    }
+}
+
+REBUILD.barrier = (payload, fds) => {
+    const handle = payload.get_child_value(0).get_variant();
+    const name = payload.get_child_value(1).get_string()[0];
+    return wrapObject(Barrier, {
+        gobject: call(() => Mpg.Barrier.new_from_handle(handle, fds)),
+        _action: null,
+        _actionName: name,
+        _lookup: name ? lookUpTask(name) : null,
+    });
+};
+
+// ---------------------------------------------------------------------------
+// Shared memory: SharedMemory, Value, Array
+
+// Whether GLib.Bytes.toArray() gives a Uint8Array over the bytes' own
+// memory (GJS up to 1.80) rather than a copy (GJS 1.82 and later): then,
+// and only then, JavaScript can see the shared mapping itself.
+let bytesArraysShare = null;
+
+/**
+ * Whether this GJS lets JavaScript see shared memory in place
+ * (SharedMemory.buf, and getObj() of a Value or an Array): true up to GJS
+ * 1.80, false from 1.82, whose GLib.Bytes.toArray() copies.
+ *
+ * @returns {boolean}
+ */
+export function hasSharedMemoryViews() {
+    if (bytesArraysShare === null) {
+        const bytes = new GLib.Bytes(new Uint8Array(1));
+        bytes.toArray()[0] = 1;
+        // get_data() copies the GBytes' content out: it shows the write
+        // only if toArray() wrote into the GBytes' own memory.
+        bytesArraysShare = bytes.get_data()?.[0] === 1;
+    }
+    return bytesArraysShare;
+}
+
+// A Uint8Array over the mapping of an Mpg.SharedMemory, without a copy.
+// It keeps the GBytes, and so the object and its mapping, alive.
+function mappingOf(memory, what) {
+    if (!hasSharedMemoryViews()) {
+        throw new Error(`${what} is not available: this version of GJS copies a GLib.Bytes ` +
+            'into a new Uint8Array, so JavaScript cannot see shared memory in place; use ' +
+            'SharedMemory.read() and write(), or the get() and set() of a Value or an Array');
+    }
+    return memory.get_bytes().toArray();
+}
+
+function checkRange(offset, length, size) {
+    if (!Number.isInteger(offset) || offset < 0 || offset > size)
+        throw new RangeError(`the offset ${shown(offset)} is not within the ${size} bytes`);
+    if (!Number.isInteger(length) || length < 0 || offset + length > size) {
+        throw new RangeError(`${shown(length)} bytes at ${offset} are not within the ` +
+            `${size} bytes`);
+    }
+}
+
+function bytesOfView(data) {
+    if (data instanceof Uint8Array)
+        return data;
+    if (ArrayBuffer.isView(data))
+        return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (data instanceof ArrayBuffer)
+        return new Uint8Array(data);
+    throw new TypeError(`write() takes a Uint8Array, another typed array or an ArrayBuffer, ` +
+        `not ${shown(data)}`);
+}
+
+// The memfd of an Mpg.SharedMemory, opened again: its reads and writes go
+// to the same pages as the mappings of every process.
+function memoryFile(memory) {
+    return Gio.File.new_for_path(`/proc/self/fd/${memory.get_fd()}`);
+}
+
+/**
+ * A block of memory shared by processes: Python's
+ * multiprocessing.shared_memory.SharedMemory. It is freed when no process
+ * has it any longer (there is no unlink()).
+ *
+ *     const shm = new SharedMemory(4096);
+ *     shm.buf[0] = 1;                       // the memory itself
+ *     shm.write(new Uint8Array([1, 2]), 8); // copies in
+ *     shm.read(8, 2);                       // copies out: Uint8Array [1, 2]
+ */
+export class SharedMemory {
+    /**
+     * @param {number} size the size in bytes, not 0
+     * @param {object} [options] name: a label (the memfd's name, for
+     *   diagnostics)
+     */
+    constructor(size, {name = null} = {}) {
+        this._buf = null;
+        if (!Number.isSafeInteger(size) || size < 0)
+            throw new RangeError(`a shared memory's size is a number of bytes, not ${shown(size)}`);
+        this.gobject = call(() => Mpg.SharedMemory.new(name === null ? null : String(name), size));
+    }
+
+    /** @type {string} */
+    get name() {
+        return this.gobject.get_name();
+    }
+
+    /** @type {number} the size in bytes */
+    get size() {
+        return this.gobject.get_size();
+    }
+
+    /**
+     * The memory itself, as a Uint8Array (no copy): what this process
+     * writes there, every process that has the memory reads. Throws with
+     * GJS 1.82 and later, which cannot show it (see docs/gjs.md): use
+     * read() and write() there.
+     *
+     * @type {Uint8Array}
+     */
+    get buf() {
+        if (this._buf === null)
+            this._buf = mappingOf(this.gobject, 'SharedMemory.buf');
+        return this._buf;
+    }
+
+    /**
+     * Copies bytes out of the memory.
+     *
+     * @param {number} [offset] default 0
+     * @param {number} [length] default: up to the end
+     * @returns {Uint8Array} a new array
+     */
+    read(offset = 0, length = undefined) {
+        const size = this.size;
+        length ??= Number.isInteger(offset) ? size - offset : 0;
+        checkRange(offset, length, size);
+        const out = new Uint8Array(length);
+        if (length === 0)
+            return out;
+        const stream = call(() => memoryFile(this.gobject).read(null));
+        try {
+            call(() => stream.seek(offset, GLib.SeekType.SET, null));
+            for (let done = 0; done < length;) {
+                const chunk = call(() => stream.read_bytes(length - done, null)).toArray();
+                if (chunk.length === 0)
+                    throw new Error('the shared memory ended early');
+                out.set(chunk, done);
+                done += chunk.length;
+            }
+        } finally {
+            stream.close(null);
+        }
+        return out;
+    }
+
+    /**
+     * Copies bytes into the memory.
+     *
+     * @param {Uint8Array | ArrayBufferView | ArrayBuffer} data
+     * @param {number} [offset] where, in bytes; default 0
+     */
+    write(data, offset = 0) {
+        const bytes = bytesOfView(data);
+        checkRange(offset, bytes.length, this.size);
+        if (bytes.length === 0)
+            return;
+        const stream = call(() => memoryFile(this.gobject).open_readwrite(null));
+        try {
+            call(() => stream.seek(offset, GLib.SeekType.SET, null));
+            call(() => stream.get_output_stream().write_all(bytes, null));
+        } finally {
+            stream.close(null);
+        }
+    }
+
+    get [Symbol.toStringTag]() {
+        return 'SharedMemory';
+    }
+
+    [REDUCE](fds) {
+        return ['shared_memory', call(() => this.gobject.to_handle(fds))];
+    }
+}
+
+REBUILD.shared_memory = (handle, fds) => wrapObject(SharedMemory, {
+    gobject: call(() => Mpg.SharedMemory.new_from_handle(handle, fds)),
+    _buf: null,
+});
+
+// The typed arrays over the elements of each typecode (C types on Linux,
+// 64-bit: long is 8 bytes, wchar_t 4).
+const TYPED_ARRAY_OF = {
+    'c': Uint8Array, 'b': Int8Array, 'B': Uint8Array, 'h': Int16Array, 'H': Uint16Array,
+    'i': Int32Array, 'I': Uint32Array, 'l': BigInt64Array, 'L': BigUint64Array,
+    'q': BigInt64Array, 'Q': BigUint64Array, 'f': Float32Array, 'd': Float64Array,
+    'u': Uint32Array, '?': Uint8Array,
+};
+
+// The range of each integer GVariant type of an element.
+const INTEGER_RANGE = {
+    'y': [0n, 255n], 'n': [-32768n, 32767n], 'q': [0n, 65535n],
+    'i': [-(2n ** 31n), 2n ** 31n - 1n], 'u': [0n, 2n ** 32n - 1n],
+    'x': [INT64_MIN, INT64_MAX], 't': [0n, 2n ** 64n - 1n],
+};
+
+function outOfRange(value, typecode) {
+    return new GLib.Error(Gio.IOErrorEnum, Gio.IOErrorEnum.INVALID_ARGUMENT,
+        `${value} is out of range for typecode '${typecode}'`);
+}
+
+// Checks a JavaScript value for an element of GVariant type t (of the
+// typecode): the value to store, or throws as libmpg would (a TypeError
+// for a value of the wrong kind).
+function elementValue(t, typecode, value) {
+    switch (t) {
+    case 'b':
+        if (typeof value !== 'boolean' && typeof value !== 'number')
+            break;
+        return Boolean(value);
+    case 'd':
+        if (typeof value !== 'number')
+            break;
+        return value;
+    case 's':
+        if (typeof value !== 'string')
+            break;
+        return value;
+    default: {
+        if (!(typeof value === 'bigint' || Number.isInteger(value)))
+            break;
+        const [min, max] = INTEGER_RANGE[t];
+        const big = BigInt(value);
+        if (big < min || big > max)
+            throw outOfRange(value, typecode);
+        return t === 'x' || t === 't' ? big : Number(big);
+    }
+    }
+    throw new TypeError(`${shown(value)} cannot be an element of typecode '${typecode}' ` +
+        `(${t === 'b' ? 'a boolean' : t === 'd' ? 'a number' : t === 's'
+            ? 'a string of one character' : 'an integer'})`);
+}
+
+function elementVariant(t, value) {
+    switch (t) {
+    case 'b':
+        return GLib.Variant.new_boolean(value);
+    case 'y':
+        return GLib.Variant.new_byte(value);
+    case 'n':
+        return GLib.Variant.new_int16(value);
+    case 'q':
+        return GLib.Variant.new_uint16(value);
+    case 'i':
+        return GLib.Variant.new_int32(value);
+    case 'u':
+        return GLib.Variant.new_uint32(value);
+    case 'x':
+        return fromTyped('x', BigInt64Array.of(value));
+    case 't':
+        return fromTyped('t', BigUint64Array.of(value));
+    case 'd':
+        return GLib.Variant.new_double(value);
+    }
+    return GLib.Variant.new_string(value);
+}
+
+function elementsVariant(t, values) {
+    switch (t) {
+    case 's':
+        return GLib.Variant.new_strv(values);
+    case 'b':
+        return fromTyped('ab', Uint8Array.from(values, x => x ? 1 : 0));
+    case 'd':
+        return fromTyped('ad', Float64Array.from(values));
+    }
+    const Typed = {
+        'y': Uint8Array, 'n': Int16Array, 'q': Uint16Array, 'i': Int32Array,
+        'u': Uint32Array, 'x': BigInt64Array, 't': BigUint64Array,
+    }[t];
+    return fromTyped(`a${t}`, Typed.from(values));
+}
+
+function makeArray(typecode, length, lock) {
+    if (typeof typecode !== 'string')
+        throw new TypeError(`a typecode is a string ('i', 'd', ...), not ${shown(typecode)}`);
+    if (lock === true)
+        return call(() => Mpg.Array.new(typecode, length));
+    if (lock === false || lock === null)
+        return call(() => Mpg.Array.new_raw(typecode, length));
+    if (lock instanceof Lock)
+        return call(() => Mpg.Array.new_with_lock(typecode, length, lock.gobject));
+    throw new TypeError(`the lock of a shared value is true, false, a Lock or an RLock, not ${
+        shown(lock)}`);
+}
+
+// What Value and Array share: elements of one C type in shared memory,
+// read and written through GVariants, and perhaps a lock.
+class SharedElements {
+    // lock: as the constructors' option (true, false or a Lock)
+    _setUp(gobject, lock) {
+        this.gobject = gobject;
+        this._type = gobject.get_item_type().dup_string();
+        // The JavaScript object of the lock: the one given, or made on
+        // first use.
+        this._lock = lock instanceof Lock ? lock : null;
+        this._synchronized = lock !== false && lock !== null;
+    }
+
+    /** @type {string} the typecode ('i', 'd', ...) */
+    get typecode() {
+        return this.gobject.get_typecode();
+    }
+
+    _index(index) {
+        if (!Number.isInteger(index))
+            throw new TypeError(`an index is an integer, not ${shown(index)}`);
+        const length = this.gobject.get_length();
+        const i = index < 0 ? index + length : index;
+        if (i < 0 || i >= length)
+            throw new RangeError(`the index ${index} is out of range (length ${length})`);
+        return i;
+    }
+
+    _get(index) {
+        return decode(this.gobject.get(this._index(index)), null);
+    }
+
+    _set(index, value) {
+        const i = this._index(index);
+        const variant = elementVariant(this._type,
+            elementValue(this._type, this.typecode, value));
+        call(() => this.gobject.set(i, variant));
+    }
+
+    /**
+     * The lock that guards the elements (an RLock unless another was
+     * given), as Python's get_lock(): hold it around a change that reads
+     * and writes (`v.value += 1`). No method takes it by itself.
+     *
+     * @returns {Lock | RLock | null} null for a raw value or array
+     */
+    getLock() {
+        if (!this._synchronized)
+            return null;
+        if (this._lock === null) {
+            const gobject = this.gobject.get_lock();
+            this._lock = gobject ? wrapLock(gobject) : null;
+        }
+        return this._lock;
+    }
+
+    /**
+     * The elements themselves, as a typed array over the shared memory
+     * (no copy): Int32Array for 'i', Float64Array for 'd', BigInt64Array
+     * for 'q' and 'l', Uint32Array (code points) for 'u', Uint8Array for
+     * 'c', 'B' and '?'... As Python's get_obj(). Not available with GJS
+     * 1.82 and later (see SharedMemory.buf).
+     *
+     * @returns {TypedArray}
+     */
+    getObj() {
+        const Typed = TYPED_ARRAY_OF[this.typecode];
+        if (Typed.BYTES_PER_ELEMENT !== this.gobject.get_item_size())
+            throw new Error(`the elements of typecode '${this.typecode}' have no typed array here`);
+        const bytes = mappingOf(this.gobject.get_memory(), 'getObj()');
+        return new Typed(bytes.buffer, bytes.byteOffset, this.gobject.get_length());
+    }
+
+    get [Symbol.toStringTag]() {
+        return this instanceof Value ? 'Value' : 'Array';
+    }
+
+    [REDUCE](fds) {
+        const isValue = this instanceof Value;
+        return ['sharedctypes', GLib.Variant.new_tuple([
+            GLib.Variant.new_string(isValue ? 'value' : 'array'),
+            GLib.Variant.new_string(''),
+            GLib.Variant.new_uint64(isValue ? 0 : this.gobject.get_length()),
+            GLib.Variant.new_boolean(this._synchronized),
+            GLib.Variant.new_variant(call(() => this.gobject.to_handle(fds))),
+        ])];
+    }
+}
+
+/**
+ * A number (or boolean, or character) in shared memory: Python's
+ * multiprocessing.Value, read and written as `v.value`.
+ *
+ *     const counter = new Value('i', 0);
+ *     const lock = counter.getLock();
+ *     lock.acquire();
+ *     counter.value += 1;
+ *     lock.release();
+ */
+export class Value extends SharedElements {
+    /**
+     * @param {string} typecode 'i', 'd', ... (see docs/gjs.md)
+     * @param {*} [value] the first value (default: 0, false or '')
+     * @param {object} [options] lock: true (a new RLock, the default),
+     *   false (none: Python's RawValue), or a Lock or RLock
+     */
+    constructor(typecode, value = undefined, {lock = true} = {}) {
+        super();
+        this._setUp(makeArray(typecode, 1, lock), lock);
+        if (value !== undefined)
+            this.value = value;
+    }
+
+    /**
+     * @type {*} the value: a number, a bigint past 2^53 ('q', 'Q', 'l',
+     *   'L'), a boolean ('?') or a string of one character ('u')
+     */
+    get value() {
+        return this._get(0);
+    }
+
+    set value(value) {
+        this._set(0, value);
+    }
+}
+
+/**
+ * An array of numbers (or booleans, or characters) in shared memory:
+ * Python's multiprocessing.Array. Imported as mpg.Array (within the module
+ * it is SharedArray, so as not to hide JavaScript's Array).
+ *
+ *     const a = new mpg.Array('d', [1, 2, 3]);
+ *     a.set(0, 0.5);
+ *     a.get(-1);     // 3
+ *     a.toArray();   // [0.5, 2, 3]
+ */
+export class SharedArray extends SharedElements {
+    /**
+     * @param {string} typecode 'i', 'd', ... (see docs/gjs.md)
+     * @param {number | Iterable} sizeOrInitializer the length, or the
+     *   elements
+     * @param {object} [options] lock: true (a new RLock, the default),
+     *   false (none: Python's RawArray), or a Lock or RLock
+     */
+    constructor(typecode, sizeOrInitializer, {lock = true} = {}) {
+        super();
+        let values = null, length;
+        if (typeof sizeOrInitializer === 'number') {
+            if (!Number.isSafeInteger(sizeOrInitializer) || sizeOrInitializer < 0)
+                throw new RangeError(`an array's length is an integer, not ${sizeOrInitializer}`);
+            length = sizeOrInitializer;
+        } else if (sizeOrInitializer !== null && sizeOrInitializer !== undefined &&
+            typeof sizeOrInitializer[Symbol.iterator] === 'function') {
+            values = Array.from(sizeOrInitializer);
+            length = values.length;
+        } else {
+            throw new TypeError('an Array needs a length or the elements, not ' +
+                `${shown(sizeOrInitializer)}`);
+        }
+        this._setUp(makeArray(typecode, length, lock), lock);
+        if (values !== null && length > 0)
+            this.setValues(values);
+    }
+
+    /** @type {number} the number of elements */
+    get length() {
+        return this.gobject.get_length();
+    }
+
+    /**
+     * @param {number} index negative from the end, as in Python
+     * @returns {*} the element
+     */
+    get(index) {
+        return this._get(index);
+    }
+
+    /**
+     * @param {number} index negative from the end, as in Python
+     * @param {*} value the new element; one that does not fit the
+     *   typecode throws a GLib.Error (Gio.IOErrorEnum.INVALID_ARGUMENT)
+     */
+    set(index, value) {
+        this._set(index, value);
+    }
+
+    /** @returns {Array} a copy of the elements: Python's `a[:]` */
+    toArray() {
+        return Array.from(decode(this.gobject.to_variant(), null));
+    }
+
+    /**
+     * Writes values to the first elements (Python's
+     * `a[:len(values)] = values`); all or nothing.
+     *
+     * @param {Iterable} values at most length of them
+     */
+    setValues(values) {
+        const type = this._type, typecode = this.typecode;
+        const checked = Array.from(values, v => elementValue(type, typecode, v));
+        call(() => this.gobject.set_from_variant(elementsVariant(type, checked)));
+    }
+
+    [Symbol.iterator]() {
+        return this.toArray()[Symbol.iterator]();
+    }
+}
+
+export {SharedArray as Array};
+
+REBUILD.sharedctypes = (payload, fds) => {
+    const [kind, name, count, synchronized] = [0, 1, 2, 3].map(i =>
+        decode(payload.get_child_value(i), null));
+    if (name) {
+        throw new TypeError(`a shared value of the ctypes type ${name} cannot be used from ` +
+            'JavaScript: only Values and Arrays of a typecode can');
+    }
+    const gobject = call(() => Mpg.Array.new_from_handle(
+        payload.get_child_value(4).get_variant(), fds));
+    const length = gobject.get_length();
+    if (kind === 'value' ? length !== 1 : length !== Number(count))
+        throw new Error(`a shared ${kind} does not fit the memory that came with it`);
+    if (synchronized && !gobject.get_lock())
+        throw new Error(`a synchronized shared ${kind} came without its lock`);
+    const object = Object.create((kind === 'value' ? Value : SharedArray).prototype);
+    object._setUp(gobject, synchronized);
+    return object;
+};
 
 // ---------------------------------------------------------------------------
 // Pool
@@ -1368,28 +2467,95 @@ function settle(context, value) {
     return result;
 }
 
-function findTask(context, name) {
-    if (name.startsWith('source:'))
-        return [compileSource(name.slice('source:'.length)), true];
+function splitTaskName(name) {
     const hash = name.lastIndexOf('#');
     if (hash < 0) {
         throw new GLib.Error(MPG_ERROR, Mpg.Error.UNKNOWN_TASK,
             `'${name}' is not a JavaScript task: '<module URL>#<export name>' or 'source:<function>'`);
     }
-    const url = name.slice(0, hash), exportName = name.slice(hash + 1);
-    let module;
-    try {
-        module = settle(context, import(url));
-    } catch (e) {
-        throw new GLib.Error(MPG_ERROR, Mpg.Error.UNKNOWN_TASK,
-            `Cannot import the task module ${url}: ${e}`);
-    }
+    return [name.slice(0, hash), name.slice(hash + 1)];
+}
+
+function cannotImport(url, e) {
+    return new GLib.Error(MPG_ERROR, Mpg.Error.UNKNOWN_TASK,
+        `Cannot import the task module ${url}: ${e}`);
+}
+
+function exportOf(module, url, exportName) {
     const f = module[exportName];
     if (typeof f !== 'function') {
         throw new GLib.Error(MPG_ERROR, Mpg.Error.UNKNOWN_TASK,
             `The module ${url} exports no function '${exportName}'`);
     }
-    return [f, false];
+    return f;
+}
+
+function findTask(context, name) {
+    if (name.startsWith('source:'))
+        return [compileSource(name.slice('source:'.length)), true];
+    const [url, exportName] = splitTaskName(name);
+    let module;
+    try {
+        module = settle(context, import(url));
+    } catch (e) {
+        throw cannotImport(url, e);
+    }
+    return [exportOf(module, url, exportName), false];
+}
+
+// Tasks looked up without blocking (a barrier's action): a module is
+// imported in the background, as the import completes only when the main
+// context runs, and in a promise job GJS runs no nested ones, so that a
+// blocking wait for it there would never end. Workers wait for these
+// imports before they run a task (dispatch()).
+const pendingLookups = new Set();
+
+function lookUpTask(name) {
+    const lookup = {func: null, error: null, done: null};
+    try {
+        if (name.startsWith('source:')) {
+            lookup.func = compileSource(name.slice('source:'.length));
+            return lookup;
+        }
+        const [url, exportName] = splitTaskName(name);
+        lookup.done = import(url).then(module => {
+            try {
+                lookup.func = exportOf(module, url, exportName);
+            } catch (e) {
+                lookup.error = e;
+            }
+        }, e => {
+            lookup.error = cannotImport(url, e);
+        }).finally(() => {
+            pendingLookups.delete(lookup.done);
+            lookup.done = null;
+        });
+        pendingLookups.add(lookup.done);
+    } catch (e) {
+        lookup.error = e;
+    }
+    return lookup;
+}
+
+// The function of a lookUpTask(), running the main context for a while if
+// its module is still being imported.
+function lookedUp(lookup, what) {
+    if (lookup.done !== null) {
+        const context = GLib.MainContext.default();
+        const deadline = GLib.get_monotonic_time() + 2000000;
+        while (lookup.done !== null && GLib.get_monotonic_time() < deadline) {
+            if (!context.iteration(false))
+                GLib.usleep(1000);
+        }
+        if (lookup.done !== null) {
+            throw new Error(`the module of ${what} is still being imported, and cannot be ` +
+                'while a promise job runs: let the main loop run (await something) before ' +
+                'waiting, or give it as a self-contained function');
+        }
+    }
+    if (lookup.error !== null)
+        throw lookup.error;
+    return lookup.func;
 }
 
 function dispatch(name, arg, fdList) {
@@ -1407,6 +2573,8 @@ function dispatch(name, arg, fdList) {
         const [f, fromSource] = findTask(context, name);
         const args = fromVariant(arg, fdList);
         closeFdList(fdList);
+        for (const done of [...pendingLookups])
+            settle(context, done);
         let result;
         try {
             result = settle(context, spread ? f(...Array.isArray(args) ? args : [args]) : f(args));

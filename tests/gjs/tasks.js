@@ -135,3 +135,82 @@ export function sendResult(x) {
 export function failToInitialize() {
     throw new RangeError('no start');
 }
+
+// Synchronization and shared memory (test-sync.js): the objects arrive
+// rebuilt from their handles.
+
+export function countUnderLock(lock, counter, times) {
+    for (let i = 0; i < times; i++) {
+        lock.acquire();
+        // A read, then a write: increments are lost without the lock.
+        counter.set(0, counter.get(0) + 1);
+        lock.release();
+    }
+    return times;
+}
+
+export function setEventLater(event, ms) {
+    GLib.usleep(ms * 1000);
+    event.set();
+}
+
+export function releaseUnits(semaphore, n) {
+    for (let i = 0; i < n; i++)
+        semaphore.release();
+    return semaphore.getValue();
+}
+
+export function notifyReady(condition, flag) {
+    condition.acquire();
+    flag.value = 1;
+    condition.notify();
+    condition.release();
+}
+
+let actionCounter = null;
+
+export function setActionCounter(counter) {
+    actionCounter = counter;
+}
+
+// A barrier's action: counts its runs, in whichever process it runs.
+export function countAction() {
+    actionCounter.set(0, actionCounter.get(0) + 1);
+}
+
+export function meetTwice(first, second, counter) {
+    actionCounter = counter;
+    return [first.wait(30000), second.wait(30000)];
+}
+
+// Holds the lock until killed.
+export function holdLock(lock, holding) {
+    lock.acquire();
+    holding.set();
+    for (;;)
+        GLib.usleep(1000000);
+}
+
+export function writeShared(shm, array, text) {
+    const bytes = new TextEncoder().encode(text);
+    shm.buf.set(bytes, 0);
+    shm.write(bytes, 100);
+    array.set(0, 1.5);
+    array.getObj()[1] = 2.5;
+    return Array.from(shm.read(200, 4));
+}
+
+// Pool initializer and task over a shared Value.
+let poolCounter = null;
+
+export function keepCounter(counter) {
+    poolCounter = counter;
+}
+
+export function addToCounter(x) {
+    const lock = poolCounter.getLock();
+    lock.acquire();
+    poolCounter.value += x;
+    lock.release();
+    return x;
+}
