@@ -75,6 +75,8 @@ typedef struct
   guint32 max_value;    /* bounded: the initial value; else 0 */
   guint32 untracked;    /* units of processes that found no free record */
   guint32 next_order;
+  guint32 bounded;      /* a bound of 0 is a bound too */
+  guint32 padding;
   Holder  holders[MAX_HOLDERS];
 } SemState;
 
@@ -128,6 +130,7 @@ mpg_semaphore_constructed (GObject *object)
 
       state->value = self->value;
       state->max_value = self->bounded ? self->value : 0;
+      state->bounded = self->bounded;
     }
 }
 
@@ -568,7 +571,7 @@ mpg_semaphore_release (MpgSemaphore  *self,
   _mpg_sync_self (&me);
   _mpg_sync_lock (self->sync);
 
-  if (state->max_value > 0 && state->value >= state->max_value)
+  if (state->bounded && state->value >= state->max_value)
     {
       g_set_error_literal (error, MPG_ERROR, MPG_ERROR_INVALID_STATE,
                            "The semaphore is released too many times");
@@ -629,7 +632,9 @@ mpg_semaphore_get_bounded (MpgSemaphore *self)
 {
   g_return_val_if_fail (MPG_IS_SEMAPHORE (self), FALSE);
 
-  return mpg_semaphore_get_max_value (self) > 0;
+  if (self->sync == NULL)
+    return self->bounded;
+  return g_atomic_int_get (&((SemState *) self->sync->state)->bounded) != 0;
 }
 
 /**
@@ -638,7 +643,8 @@ mpg_semaphore_get_bounded (MpgSemaphore *self)
  *
  * Gets the value that a bounded semaphore cannot exceed.
  *
- * Returns: the bound, or 0 if @self is not bounded
+ * Returns: the bound (0 for a semaphore that is not bounded, or bounded
+ *   at 0: see [method@Mpg.Semaphore.get_bounded])
  */
 guint
 mpg_semaphore_get_max_value (MpgSemaphore *self)
