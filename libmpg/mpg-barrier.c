@@ -585,7 +585,8 @@ mpg_barrier_get_n_waiting (MpgBarrier *self)
 
   state = self->sync->state;
   _mpg_sync_lock (self->sync);
-  n = state->phase == PHASE_FILLING ? state->count : 0;
+  /* While the action runs, every party has arrived: Python counts them. */
+  n = state->phase == PHASE_FILLING || state->phase == PHASE_ACTION ? state->count : 0;
   _mpg_sync_unlock (self->sync);
   return n;
 }

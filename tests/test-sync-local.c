@@ -1701,6 +1701,7 @@ typedef struct
   gint        action_runs;                /* atomic */
   gint        passed_at_action[ROUNDS];
   gint        before_at_action[ROUNDS];   /* passed[] of the round before */
+  guint       waiting_at_action[ROUNDS];  /* n_waiting while the action runs */
   GThread    *action_thread[ROUNDS];
   gboolean    fail;                       /* the action fails */
   gboolean    fail_silently;              /* ... without setting its error */
@@ -1744,6 +1745,7 @@ rounds_action (gpointer   user_data,
     {
       r->passed_at_action[round] = g_atomic_int_get (&r->passed[round]);
       r->before_at_action[round] = round > 0 ? g_atomic_int_get (&r->passed[round - 1]) : PARTIES;
+      r->waiting_at_action[round] = mpg_barrier_get_n_waiting (r->barrier);
       r->action_thread[round] = g_thread_self ();
     }
   if (r->fail_silently)
@@ -1816,6 +1818,8 @@ test_barrier_rounds (Fixture       *f,
         }
       g_assert_cmpint (r.passed_at_action[round], ==, 0);
       g_assert_cmpint (r.before_at_action[round], ==, PARTIES);
+      /* As Python's n_waiting: every party has arrived. */
+      g_assert_cmpuint (r.waiting_at_action[round], ==, PARTIES);
     }
 
   g_assert_cmpuint (mpg_barrier_get_n_waiting (barrier), ==, 0);
