@@ -977,16 +977,23 @@ worker_main (gpointer data)
   /* A forked worker's first message is the end of its second channel. */
   if (!start->spawned)
     {
-      g_autoptr(GUnixFDList) fd_list = NULL;
+      GUnixFDList *fd_list = NULL;
       g_autoptr(GVariant) first = _mpg_channel_receive (start->fd, MAX_MESSAGE, -1, NULL,
                                                         &fd_list, NULL);
+      g_autofree int *fds = NULL;
 
       if (first == NULL)
         worker_exit (0);
       if (!g_variant_is_of_type (first, G_VARIANT_TYPE ("(h)")) || fd_list == NULL ||
           g_unix_fd_list_get_length (fd_list) != 1)
         worker_exit (1);
-      direct_fd = g_unix_fd_list_get (fd_list, 0, NULL);
+      fds = g_unix_fd_list_steal_fds (fd_list, NULL);
+      direct_fd = fds[0];
+      /* Not unreffed: disposing of an object takes GLib's global signal
+       * lock, which a thread of the parent may have held at the fork (a
+       * forked child hung there). The list is empty; it lives as long as
+       * the worker. */
+      fd_list = NULL;
     }
 
   if (start->initializer != NULL || start->initializer_name != NULL)
