@@ -28,6 +28,7 @@
 #include "mpg-pool.h"
 #include "mpg-pool-private.h"
 #include "mpg-process-private.h"
+#include "mpg-remote-private.h"
 #include "mpg-spawn-private.h"
 #include "mpg-runtime.h"
 #include "mpg-wire-private.h"
@@ -210,6 +211,8 @@ struct _Worker
   int status_fd;              /* a forkserver worker's exit code comes here */
   gboolean starting;
   gboolean spawned;
+  gboolean remote;            /* runs on an MPI rank: see mpg-remote.c */
+  guint remote_id;
   gboolean retiring;           /* the pool closed its channel */
   gboolean leaving;            /* did its maxtasksperchild chunks */
   gboolean timed_out;
@@ -256,6 +259,7 @@ struct _MpgPool
   guint n_waiters;            /* threads waiting on cond */
 
   guint processes;
+  MpgPoolBackend backend;     /* resolved at construction: never AUTO */
   MpgStartMethod start_method;
   guint maxtasksperchild;
   guint task_timeout;
@@ -304,6 +308,8 @@ G_DEFINE_FINAL_TYPE (MpgPoolIterator, mpg_pool_iterator, G_TYPE_OBJECT)
 enum {
   PROP_0,
   PROP_PROCESSES,
+  PROP_BACKEND,
+  PROP_INITARGS,
   PROP_START_METHOD,
   PROP_MAXTASKSPERCHILD,
   PROP_TASK_TIMEOUT,
@@ -1209,7 +1215,9 @@ worker_kill (Worker *worker,
 {
   if (worker->starting)
     return;   /* no pid yet: spawn_worker_locked() checks again */
-  if (worker->pidfd >= 0)
+  if (worker->remote)
+    _mpg_remote_kill (worker->remote_id, sig);
+  else if (worker->pidfd >= 0)
     _mpg_pidfd_send_signal (worker->pidfd, sig);
   else if (worker->pid > 0)
     kill (worker->pid, sig);
@@ -1283,7 +1291,12 @@ worker_lost_locked (MpgPool *self,
       if (code == G_MININT)
         {
           worker_kill (worker, SIGKILL);
-          code = _mpg_forkserver_read_status (worker->status_fd, -1);
+          /* A remote worker's relay answers unless its rank is lost,
+           * which the relay thread reports as a kill: this only bounds
+           * a rank that stopped answering at all. */
+          code = _mpg_forkserver_read_status (worker->status_fd, worker->remote ? 30000 : -1);
+          if (code == G_MININT)
+            code = -SIGKILL;
         }
       _mpg_fork_close_fd (&worker->status_fd);
       if (code >= 0)
@@ -1776,11 +1789,12 @@ spawn_worker_locked (MpgPool  *self,
       start->functions[i].name = NULL;   /* named tasks come by name */
       start->functions[i].chunked = function->chunked;
     }
-  if (self->start_method != MPG_START_METHOD_FORK)
+  if (self->start_method != MPG_START_METHOD_FORK || self->backend != MPG_POOL_BACKEND_LOCAL)
     {
       worker->spawned = TRUE;
       worker->known_functions = G_MAXUINT;
     }
+  worker->remote = self->backend != MPG_POOL_BACKEND_LOCAL;
 
   g_mutex_unlock (&self->mutex);
 
@@ -1791,8 +1805,25 @@ spawn_worker_locked (MpgPool  *self,
         start->initializer_name = g_strdup (self->initializer_name);
       ok = (self->initializer == NULL || start->initializer_name != NULL ||
             (start->initializer_name = _mpg_task_name_for (self->initializer,
-                                                           self->initializer_data, error)) != NULL) &&
-           (self->start_method == MPG_START_METHOD_FORKSERVER
+                                                           self->initializer_data, error)) != NULL);
+      if (ok && worker->remote && self->initargs_fds != NULL &&
+          g_unix_fd_list_get_length (self->initargs_fds) > 0)
+        {
+          ok = FALSE;
+          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                               "The pool's initargs hold objects that live in this machine "
+                               "(queues, pipes, locks, shared memory): they cannot go to "
+                               "workers on MPI ranks");
+        }
+      if (ok && worker->remote)
+        {
+          /* The relay thread takes the worker's end. */
+          ok = _mpg_remote_start_worker (self->backend, self->processes, fds[1], &worker->pid,
+                                         &worker->status_fd, &worker->remote_id, NULL, error);
+          fds[1] = -1;
+        }
+      else if (ok)
+        ok = (self->start_method == MPG_START_METHOD_FORKSERVER
             ? _mpg_forkserver_start ("pool", &fds[1], 1, &worker->pid, &worker->pidfd,
                                      &worker->status_fd, error)
             : _mpg_spawn ("pool", &fds[1], 1, &worker->pid, &worker->pidfd, error));
@@ -1802,7 +1833,8 @@ spawn_worker_locked (MpgPool  *self,
                                                    self->maxtasksperchild,
                                                    start->initializer_name != NULL ? start->initializer_name : "",
                                                    start->initargs,
-                                                   self->start_method == MPG_START_METHOD_FORKSERVER
+                                                   worker->remote ? "Mpi"
+                                                   : self->start_method == MPG_START_METHOD_FORKSERVER
                                                    ? "ForkServer" : "Spawn"),
                                     self->initargs_fds, MAX_MESSAGE, -1, NULL, error))
         {
@@ -2215,6 +2247,12 @@ mpg_pool_get_property (GObject    *object,
     case PROP_PROCESSES:
       g_value_set_uint (value, mpg_pool_get_processes (self));
       break;
+    case PROP_BACKEND:
+      g_value_set_enum (value, mpg_pool_get_backend (self));
+      break;
+    case PROP_INITARGS:
+      g_value_set_variant (value, self->initargs);
+      break;
     case PROP_MAXTASKSPERCHILD:
       g_value_set_uint (value, mpg_pool_get_maxtasksperchild (self));
       break;
@@ -2252,9 +2290,15 @@ mpg_pool_set_property (GObject      *object,
   switch (prop_id)
     {
     case PROP_PROCESSES:
+      /* 0 is resolved in constructed(), where the backend is known. */
       self->processes = g_value_get_uint (value);
-      if (self->processes == 0)
-        self->processes = MAX (1, mpg_cpu_count ());
+      break;
+    case PROP_BACKEND:
+      self->backend = g_value_get_enum (value);
+      break;
+    case PROP_INITARGS:
+      g_clear_pointer (&self->initargs, g_variant_unref);
+      self->initargs = g_value_dup_variant (value);
       break;
     case PROP_MAXTASKSPERCHILD:
       self->maxtasksperchild = g_value_get_uint (value);
@@ -2284,10 +2328,26 @@ mpg_pool_set_property (GObject      *object,
 }
 
 static void
+mpg_pool_constructed (GObject *object)
+{
+  MpgPool *self = MPG_POOL (object);
+
+  G_OBJECT_CLASS (mpg_pool_parent_class)->constructed (object);
+
+  /* As the start method: decided once, when the pool is made. */
+  self->backend = _mpg_remote_resolve_backend (self->backend);
+  if (self->processes == 0)
+    self->processes = _mpg_remote_default_processes (self->backend);
+  if (self->processes == 0)
+    self->processes = MAX (1, mpg_cpu_count ());
+}
+
+static void
 mpg_pool_class_init (MpgPoolClass *klass)
 {
   GObjectClass *object_class = G_OBJECT_CLASS (klass);
 
+  object_class->constructed = mpg_pool_constructed;
   object_class->dispose = mpg_pool_dispose;
   object_class->finalize = mpg_pool_finalize;
   object_class->get_property = mpg_pool_get_property;
@@ -2297,11 +2357,48 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * MpgPool:processes:
    *
    * The number of worker processes. Set to 0 (the default) at
-   * construction for [func@Mpg.cpu_count]; reads back the number in use.
+   * construction for [func@Mpg.cpu_count], or with the MPI backend in a
+   * job started by an MPI launcher, for one worker per rank other than
+   * rank 0; reads back the number in use.
    */
   properties[PROP_PROCESSES] =
     g_param_spec_uint ("processes", NULL, NULL, 0, G_MAXUINT16, 0,
                        (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:backend:
+   *
+   * Where the workers run: processes of this machine, or MPI ranks (see
+   * [enum@Mpg.PoolBackend]). The default, %MPG_POOL_BACKEND_AUTO, takes the
+   * environment variable `MPG_POOL_BACKEND` if it is set, else MPI ranks
+   * when the program was started by an MPI launcher with several ranks,
+   * else local processes. Reads back the backend in use (never
+   * %MPG_POOL_BACKEND_AUTO).
+   *
+   * With MPI, the pool works as with local workers started with the
+   * spawn method: functions are found by name (C symbols, Python
+   * `module:qualname`, GJS module and export), and values must not hold
+   * file descriptors. Each rank runs its workers as local processes, so
+   * a task that crashes costs a worker, which is replaced, not a rank.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_BACKEND] =
+    g_param_spec_enum ("backend", NULL, NULL, MPG_TYPE_POOL_BACKEND, MPG_POOL_BACKEND_AUTO,
+                       (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * MpgPool:initargs:
+   *
+   * The argument of the workers' initializer (see
+   * [ctor@Mpg.Pool.new_full] and [method@Mpg.Pool.set_initializer_name]),
+   * or %NULL for the unit value `()`.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_INITARGS] =
+    g_param_spec_variant ("initargs", NULL, NULL, G_VARIANT_TYPE_ANY, NULL,
+                          (G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS));
 
   /**
    * MpgPool:start-method:
@@ -2419,7 +2516,6 @@ mpg_pool_init (MpgPool *self)
   self->calls = g_ptr_array_new ();
   self->graveyard = g_ptr_array_new ();
   self->functions = g_ptr_array_new_with_free_func (function_unref_void);
-  self->processes = MAX (1, mpg_cpu_count ());
 }
 
 /**
@@ -2524,6 +2620,21 @@ mpg_pool_set_initializer_name (MpgPool     *self,
   self->initializer_name = g_strdup (name);
   g_set_object (&self->initargs_fds, fd_list);
   g_mutex_unlock (&self->mutex);
+}
+
+/**
+ * mpg_pool_get_backend:
+ * @self: a pool
+ *
+ * Returns: where the pool's workers run (never %MPG_POOL_BACKEND_AUTO)
+ *
+ * Since: 1.0
+ */
+MpgPoolBackend
+mpg_pool_get_backend (MpgPool *self)
+{
+  g_return_val_if_fail (MPG_IS_POOL (self), MPG_POOL_BACKEND_LOCAL);
+  return self->backend;
 }
 
 /**

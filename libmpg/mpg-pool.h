@@ -42,6 +42,8 @@ MpgPool         *mpg_pool_new_full            (guint                 processes,
 MPG_AVAILABLE_IN_ALL
 guint            mpg_pool_get_processes       (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
+MpgPoolBackend   mpg_pool_get_backend         (MpgPool              *self);
+MPG_AVAILABLE_IN_ALL
 MpgStartMethod   mpg_pool_get_start_method    (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
 void             mpg_pool_set_initializer_name (MpgPool             *self,

@@ -49,6 +49,8 @@ gint      _mpg_forkserver_read_status (int          status_fd,
                                        gint         timeout_msec);
 
 /* Worker entry points, in the spawned program. */
+char    **_mpg_spawn_dup_command    (GError       **error);
+
 G_NORETURN void _mpg_process_spawned_main (void);
 G_NORETURN void _mpg_pool_spawned_main    (void);
 G_NORETURN void _mpg_forkserver_main      (void);

@@ -15,6 +15,7 @@
 #include "mpg-error.h"
 #include "mpg-fork-private.h"
 #include "mpg-spawn.h"
+#include "mpg-remote-private.h"
 #include "mpg-spawn-private.h"
 
 /**
@@ -55,7 +56,14 @@ mpg_worker_main (void)
   const char *kind = g_getenv (MPG_WORKER_ENV);
 
   if (kind == NULL)
-    return;
+    {
+      /* Under an MPI launcher, ranks other than 0 relay for rank 0's
+       * pools; rank 0 goes on, and tells them when to end. */
+      if (_mpg_remote_is_relay ())
+        _mpg_remote_relay_main ();
+      _mpg_remote_root_init ();
+      return;
+    }
 
   if (g_str_equal (kind, "process"))
     {
@@ -66,6 +74,11 @@ mpg_worker_main (void)
     {
       g_unsetenv (MPG_WORKER_ENV);
       _mpg_pool_spawned_main ();
+    }
+  if (g_str_equal (kind, "mpi-relay"))
+    {
+      g_unsetenv (MPG_WORKER_ENV);
+      _mpg_remote_relay_main ();
     }
   if (g_str_equal (kind, "forkserver"))
     {
@@ -253,6 +266,26 @@ default_command (GError **error)
 }
 
 /*
+ * _mpg_spawn_dup_command:
+ *
+ * Returns: what a spawned worker runs (see mpg_set_spawn_command()), with
+ * argv[0] a full path: the command MPI ranks run for remote workers.
+ */
+char **
+_mpg_spawn_dup_command (GError **error)
+{
+  char **argv;
+
+  G_LOCK (spawn);
+  argv = g_strdupv (spawn_command);
+  G_UNLOCK (spawn);
+
+  if (argv == NULL)
+    argv = default_command (error);
+  return argv;
+}
+
+/*
  * _mpg_spawn:
  * @kind: "process" or "pool"
  * @fds: the fds the worker gets as 3, 4, ...
@@ -273,11 +306,8 @@ _mpg_spawn (const char  *kind,
 
   _mpg_check_not_a_lost_worker ();
 
-  G_LOCK (spawn);
-  argv = g_strdupv (spawn_command);
-  G_UNLOCK (spawn);
-
-  if (argv == NULL && (argv = default_command (error)) == NULL)
+  argv = _mpg_spawn_dup_command (error);
+  if (argv == NULL)
     return FALSE;
 
   envp = g_get_environ ();

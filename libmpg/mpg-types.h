@@ -47,9 +47,9 @@ typedef GVariant *(*MpgTaskFunc) (GVariant  *arg,
  *   of the parent, so any function and data work as a task. Unsafe in
  *   multi-threaded programs whose other threads hold locks at fork time.
  * @MPG_START_METHOD_SPAWN: execute a fresh worker program that finds the task
- *   by name (not implemented yet).
- * @MPG_START_METHOD_FORKSERVER: ask a single-threaded server, forked early,
- *   to fork the worker (not implemented yet).
+ *   by name (see [func@Mpg.init]).
+ * @MPG_START_METHOD_FORKSERVER: ask a single-threaded server, started
+ *   early, to fork the worker; tasks are found by name, as with spawn.
  *
  * How a child process is started; Python's `multiprocessing` start methods.
  */
@@ -60,6 +60,36 @@ typedef enum
   MPG_START_METHOD_SPAWN,
   MPG_START_METHOD_FORKSERVER,
 } MpgStartMethod;
+
+/**
+ * MpgPoolBackend:
+ * @MPG_POOL_BACKEND_AUTO: the environment variable `MPG_POOL_BACKEND`
+ *   (`local`, `mpi` or `mpi-spawn`) if it is set; else
+ *   %MPG_POOL_BACKEND_MPI when the program was started by an MPI launcher
+ *   (`mpirun`, `mpiexec`, `srun`) with more than one rank, and
+ *   %MPG_POOL_BACKEND_LOCAL otherwise.
+ * @MPG_POOL_BACKEND_LOCAL: workers are processes of this machine, started
+ *   with the pool's [property@Mpg.Pool:start-method].
+ * @MPG_POOL_BACKEND_MPI: workers run on the other ranks of the MPI job
+ *   the program was started in (`mpirun -n 17 ./app`); the program is
+ *   rank 0. Tasks are found by name, as with spawn.
+ * @MPG_POOL_BACKEND_MPI_SPAWN: workers run on ranks that the pool starts
+ *   with `MPI_Comm_spawn()`, from a program started with or without an MPI
+ *   launcher. Tasks are found by name, as with spawn.
+ *
+ * Where the workers of an [class@Mpg.Pool] run. The MPI backends need
+ * libmpg's MPI module (built when MPI is found); see the "Running on a
+ * cluster" guide.
+ *
+ * Since: 1.0
+ */
+typedef enum
+{
+  MPG_POOL_BACKEND_AUTO,
+  MPG_POOL_BACKEND_LOCAL,
+  MPG_POOL_BACKEND_MPI,
+  MPG_POOL_BACKEND_MPI_SPAWN,
+} MpgPoolBackend;
 
 /**
  * MpgForkFunc:

@@ -77,6 +77,13 @@ applySpawnCommand();
 // the raw gi://Mpg API.
 Mpg.set_start_method(Mpg.StartMethod.SPAWN);
 
+// Under an MPI launcher (mpiexec -n N gjs -m app.js), the ranks other than
+// 0 relay tasks to workers for rank 0's pools: they do it here, when the
+// program imports this module, and exit when rank 0 ends; the rest of the
+// program runs on rank 0 only. Anywhere else, this returns at once.
+if (GLib.getenv('MPG_WORKER') === null)
+    Mpg.worker_main();
+
 const SPAWN = Mpg.StartMethod.SPAWN;
 
 /** @returns {string} always 'spawn': the only start method for GJS */
@@ -2253,16 +2260,25 @@ export class Pool {
      * @param {object} [options] initializer (a task each worker runs when
      *   it starts: initializer(...initargs)), initargs (an array, which may
      *   hold Queues and Connections), maxtasksperchild, taskTimeout (ms),
-     *   retries
+     *   retries, backend ('local', 'mpi' or 'mpi-spawn'; by default MPI
+     *   ranks under an MPI launcher, or the MPG_POOL_BACKEND environment
+     *   variable)
      */
     constructor(processes = 0, {
-        initializer, initargs = [], maxtasksperchild = 0, taskTimeout, retries,
+        initializer, initargs = [], maxtasksperchild = 0, taskTimeout, retries, backend,
     } = {}) {
+        const backends = {
+            auto: Mpg.PoolBackend.AUTO, local: Mpg.PoolBackend.LOCAL,
+            mpi: Mpg.PoolBackend.MPI, 'mpi-spawn': Mpg.PoolBackend.MPI_SPAWN,
+        };
+        if (backend !== undefined && !(backend in backends))
+            throw new TypeError(`unknown pool backend ${backend}: local, mpi or mpi-spawn`);
         if (initializer === undefined || initializer === null) {
             this.gobject = new Mpg.Pool({
                 processes: processes || 0,
                 start_method: SPAWN,
                 maxtasksperchild,
+                backend: backends[backend ?? 'auto'],
             });
         } else {
             if (!Array.isArray(initargs))
@@ -2275,8 +2291,12 @@ export class Pool {
             const variant = encode(initargs, 'initargs', 0, fds);
             // No C initializer: spawned workers run the named one through
             // the task dispatcher, with the fds of the initargs' handles.
-            this.gobject = call(() => Mpg.Pool.new_full(processes || 0, null, variant,
-                maxtasksperchild));
+            this.gobject = new Mpg.Pool({
+                processes: processes || 0,
+                maxtasksperchild,
+                initargs: variant,
+                backend: backends[backend ?? 'auto'],
+            });
             if (this.gobject.start_method !== SPAWN) {
                 throw new Error('a Pool with an initializer needs the spawn start method ' +
                     '(Mpg.set_start_method() was changed)');

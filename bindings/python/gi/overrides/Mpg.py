@@ -1854,6 +1854,9 @@ class Pool(Mpg.Pool):
 
     def __new__(cls, processes=None, initializer=None, initargs=(),
                 maxtasksperchild=None, context=None, **props):
+        backend = props.get('backend')
+        if isinstance(backend, str):
+            props['backend'] = _BACKENDS[backend]
         if processes is not None and processes < 1:
             raise ValueError('Number of processes must be at least 1')
         if maxtasksperchild is not None and (
@@ -1864,7 +1867,9 @@ class Pool(Mpg.Pool):
         method = getattr(context, '_name', None) if context is not None else get_start_method()
         if method not in _START_METHODS:
             raise _start_method_not_implemented(method)
-        if method != 'fork':
+        # Workers on MPI ranks are other interpreters, as spawned ones.
+        remote = _resolve_backend(props.get('backend')) != Mpg.PoolBackend.LOCAL
+        if method != 'fork' or remote:
             _setup_spawn()
             if initializer is None:
                 return GObject.new(_GIPool, processes=processes or 0,
@@ -1880,11 +1885,10 @@ class Pool(Mpg.Pool):
                 args = _call_variant(tuple(initargs), {}, 'initargs').get_child_value(1).get_variant()
             finally:
                 _reduction.fd_list = None
-            pool = _GIPool.new_full(processes or 0, None, None, args, maxtasksperchild or 0)
-            pool.props.start_method = _START_METHODS[method]
+            pool = GObject.new(_GIPool, processes=processes or 0,
+                               maxtasksperchild=maxtasksperchild or 0, initargs=args,
+                               start_method=_START_METHODS[method], **props)
             _GIPool.set_initializer_name(pool, name, fds)
-            for prop, value in props.items():
-                pool.set_property(prop.replace('_', '-'), value)
             return pool
         init = None
         if initializer is not None:
@@ -1897,6 +1901,8 @@ class Pool(Mpg.Pool):
         pool = _GIPool.new_full(processes or 0, _wrap_task(init), None, None,
                                 maxtasksperchild or 0)
         pool.props.start_method = Mpg.StartMethod.FORK
+        # Local, as this pool resolves it too: new_full() takes no backend.
+        props.pop('backend', None)
         for name, value in props.items():
             pool.set_property(name.replace('_', '-'), value)
         return pool
@@ -1950,7 +1956,8 @@ class Pool(Mpg.Pool):
             # a worker runs once for a whole chunk of items and which sends
             # their results back in one array; and a function for single
             # calls, which needs no array around its argument and result.
-            if self.props.start_method != Mpg.StartMethod.FORK:
+            if self.props.start_method != Mpg.StartMethod.FORK or \
+                    self.props.backend != Mpg.PoolBackend.LOCAL:
                 name = _task_name(func, 'a pool task')
                 entry = (_GIPool.add_named_chunk_function(self, 'chunk:' + name),
                          _GIPool.add_named_function(self, 'call:' + name), func)
@@ -2251,6 +2258,18 @@ def _spawn_dispatch(name, arg, fd_list, *data):
         _reduction.fd_source = None
     _call_task(lambda: func(*args, **kwargs))
     return None
+
+
+_BACKENDS = {'auto': Mpg.PoolBackend.AUTO, 'local': Mpg.PoolBackend.LOCAL,
+             'mpi': Mpg.PoolBackend.MPI, 'mpi-spawn': Mpg.PoolBackend.MPI_SPAWN}
+
+
+def _resolve_backend(backend):
+    # The C library decides (MPG_POOL_BACKEND, the MPI launcher's
+    # environment) when a pool is made: ask a pool that never starts.
+    if backend is None:
+        backend = Mpg.PoolBackend.AUTO
+    return GObject.new(_GIPool, backend=backend).props.backend
 
 
 def _spawn_worker_main(config):
@@ -3491,3 +3510,10 @@ for _name, _value in list(globals().items()):
 for _name in ('cpu_count', 'current_process', 'parent_process', 'active_children'):
     setattr(_ForkContext, _name, staticmethod(getattr(Mpg, _name)))
 del _name, _value
+
+# Under an MPI launcher (mpiexec -n N python3 app.py), the ranks other than
+# 0 relay tasks to workers for rank 0's pools: they do it here, when the
+# program imports Mpg, and exit when rank 0 ends; the rest of the program
+# runs on rank 0 only. Anywhere else, this returns at once.
+if 'MPG_WORKER' not in os.environ:
+    Mpg.worker_main()
