@@ -15,12 +15,19 @@
  * so is the result, since every result is an `i`: this prints the GVariant
  * text format of it, [1, 4, 9].
  *
+ * The same program runs its workers on the ranks of an MPI job when it is
+ * started by an MPI launcher: `mpirun -n 3 ./pool` prints the same line,
+ * from rank 0, with f run on ranks 1 and 2 (found there by name: f is
+ * exported and the program linked with `-rdynamic`).
+ *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 
 #include <libmpg.h>
 
-static GVariant *
+G_MODULE_EXPORT GVariant *f (GVariant *x, gpointer user_data, GError **error);
+
+GVariant *
 f (GVariant  *x,
    gpointer   user_data,
    GError   **error)
@@ -31,7 +38,8 @@ f (GVariant  *x,
 }
 
 int
-main (void)
+main (int    argc,
+      char **argv)
 {
   g_autoptr(MpgPool) p = NULL;
   g_autoptr(GVariant) result = NULL;
@@ -39,8 +47,11 @@ main (void)
   g_autofree char *text = NULL;
   guint f_id;
 
+  /* Spawned workers and MPI ranks other than 0 do their work here. */
+  mpg_init (&argc, &argv);
+
   p = mpg_pool_new (2);
-  /* The workers are forked at the first call: they have f already. */
+  /* Local workers are forked at the first call: they have f already. */
   f_id = mpg_pool_add_function (p, f, NULL, NULL);
 
   result = mpg_pool_map (p, f_id, g_variant_new_parsed ("[1, 2, 3]"), 0, NULL, &error);

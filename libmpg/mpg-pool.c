@@ -2593,6 +2593,53 @@ mpg_pool_get_processes (MpgPool *self)
 }
 
 /**
+ * mpg_pool_set_initializer:
+ * @self: a pool
+ * @initializer: (nullable) (scope notified) (closure initializer_data) (destroy initializer_data_free):
+ *   a function each worker runs when it starts, or %NULL
+ * @initializer_data: data for @initializer
+ * @initializer_data_free: (nullable): frees @initializer_data when it is
+ *   replaced or the pool is finalised
+ *
+ * Sets the workers' initializer, as [ctor@Mpg.Pool.new_full] does, for a
+ * pool made with g_object_new() (with its [property@Mpg.Pool:initargs]
+ * and [property@Mpg.Pool:backend], for example). Call it before the
+ * pool's first call.
+ *
+ * Since: 1.0
+ */
+void
+mpg_pool_set_initializer (MpgPool        *self,
+                          MpgTaskFunc     initializer,
+                          gpointer        initializer_data,
+                          GDestroyNotify  initializer_data_free)
+{
+  gpointer old_data;
+  GDestroyNotify old_free;
+
+  g_return_if_fail (MPG_IS_POOL (self));
+
+  g_mutex_lock (&self->mutex);
+  if (self->thread != NULL)
+    {
+      g_mutex_unlock (&self->mutex);
+      g_critical ("mpg_pool_set_initializer() can only be called before the pool's first call");
+      if (initializer_data_free != NULL)
+        initializer_data_free (initializer_data);
+      return;
+    }
+  old_data = self->initializer_data;
+  old_free = self->initializer_data_free;
+  self->initializer = initializer;
+  self->initializer_data = initializer_data;
+  self->initializer_data_free = initializer_data_free;
+  g_mutex_unlock (&self->mutex);
+
+  if (old_free != NULL)
+    old_free (old_data);
+}
+
+/**
  * mpg_pool_set_initializer_name:
  * @self: a pool
  * @name: (nullable): the name spawned workers find the initializer by
@@ -2824,6 +2871,13 @@ mpg_pool_dup_worker_pids (MpgPool *self)
   return pids;
 }
 
+/* Whether workers find functions by name: spawned ones, and remote ones. */
+static gboolean
+finds_by_name (MpgPool *self)
+{
+  return self->start_method != MPG_START_METHOD_FORK || self->backend != MPG_POOL_BACKEND_LOCAL;
+}
+
 static guint
 add_function (MpgPool        *self,
               MpgTaskFunc     func,
@@ -2843,7 +2897,7 @@ add_function (MpgPool        *self,
   function->chunked = chunked;
   if (name != NULL)
     function->name = g_strdup (name);
-  else if (self->start_method != MPG_START_METHOD_FORK)
+  else if (finds_by_name (self))
     function->name = _mpg_task_name_for (func, user_data, &function->name_error);
 
   g_mutex_lock (&self->mutex);
@@ -3033,12 +3087,11 @@ find_function_locked (MpgPool  *self,
     {
       Function *function = g_ptr_array_index (self->functions, i);
 
-      if (function->id == id && self->start_method != MPG_START_METHOD_FORK &&
+      if (function->id == id && finds_by_name (self) &&
           function->func != NULL && function->name == NULL && function->name_error == NULL)
         function->name = _mpg_task_name_for (function->func, function->user_data,
                                              &function->name_error);
-      if (function->id == id && function->name_error != NULL &&
-          self->start_method != MPG_START_METHOD_FORK)
+      if (function->id == id && function->name_error != NULL && finds_by_name (self))
         {
           g_propagate_error (error, g_error_copy (function->name_error));
           return NULL;

@@ -46,6 +46,11 @@ MpgPoolBackend   mpg_pool_get_backend         (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
 MpgStartMethod   mpg_pool_get_start_method    (MpgPool              *self);
 MPG_AVAILABLE_IN_ALL
+void             mpg_pool_set_initializer     (MpgPool              *self,
+                                               MpgTaskFunc           initializer,
+                                               gpointer              initializer_data,
+                                               GDestroyNotify        initializer_data_free);
+MPG_AVAILABLE_IN_ALL
 void             mpg_pool_set_initializer_name (MpgPool             *self,
                                                const char           *name,
                                                GUnixFDList          *fd_list);

@@ -1898,13 +1898,11 @@ class Pool(Mpg.Pool):
                 initializer(*initargs)
                 return None
 
-        pool = _GIPool.new_full(processes or 0, _wrap_task(init), None, None,
-                                maxtasksperchild or 0)
-        pool.props.start_method = Mpg.StartMethod.FORK
-        # Local, as this pool resolves it too: new_full() takes no backend.
-        props.pop('backend', None)
-        for name, value in props.items():
-            pool.set_property(name.replace('_', '-'), value)
+        pool = GObject.new(_GIPool, processes=processes or 0,
+                           maxtasksperchild=maxtasksperchild or 0,
+                           start_method=Mpg.StartMethod.FORK, **props)
+        if init is not None:
+            _GIPool.set_initializer(pool, _wrap_task(init))
         return pool
 
     def __init__(self, *args, **kwargs):
