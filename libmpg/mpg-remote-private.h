@@ -71,7 +71,8 @@ typedef struct
 
   /* Takes one message if there is one, without waiting: TRUE and the
    * message, or FALSE (with @error set if a peer was lost: then
-   * *@out_peer says which). Also progresses sends. */
+   * *@out_peer says which, G_MAXUINT for all of them). Also progresses
+   * sends. */
   gboolean (*try_receive) (guint     *out_peer,
                            int       *out_tag,
                            GBytes   **out_data,
@@ -106,6 +107,7 @@ typedef enum
   MPG_REMOTE_TAG_KILL,        /* root → relay "(ui)": slot, signal */
   MPG_REMOTE_TAG_EXITED,      /* relay → root "(ui)": slot, code or -signal */
   MPG_REMOTE_TAG_QUIT,        /* root → relay "()": end */
+  MPG_REMOTE_TAG_ALIVE,       /* both "()", every HEARTBEAT_USEC */
 } MpgRemoteTag;
 
 /* Which pools use remote workers: the pool's backend, resolved (never

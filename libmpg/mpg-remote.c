@@ -60,6 +60,11 @@
 #define MAX_IDLE_USEC    1000      /* then sleep at most this long between polls */
 #define START_TIMEOUT_SEC 120      /* a worker that does not start in this time failed */
 #define QUIT_GRACE_MSEC  3000
+/* Open MPI reports no error for a rank that died when the job survives
+ * it (mpirun --enable-recovery): each side says it is alive every second,
+ * and a side that says nothing for LOST_USEC is lost. */
+#define HEARTBEAT_USEC   (1 * G_USEC_PER_SEC)
+#define LOST_USEC        (10 * G_USEC_PER_SEC)
 
 typedef enum
 {
@@ -91,6 +96,7 @@ typedef struct
   gboolean lost;
   guint n_workers;
   guint64 last_used;
+  gint64 last_heard;      /* monotonic time of its last message */
 } Peer;
 
 typedef enum
@@ -453,11 +459,19 @@ static void
 root_peer_lost (guint         number,
                 const GError *error)
 {
-  Peer *peer = peer_get (number);
+  Peer *peer;
   GHashTableIter iter;
   gpointer value;
   GPtrArray *ended;
 
+  /* The transport cannot tell which: all of them. */
+  if (number == G_MAXUINT)
+    {
+      for (guint i = 1; peers != NULL && i < peers->len; i++)
+        root_peer_lost (i, error);
+      return;
+    }
+  peer = peer_get (number);
   if (peer == NULL || peer->lost)
     return;
   peer->lost = TRUE;
@@ -541,9 +555,11 @@ root_place (MpgPoolBackend   backend,
         return FALSE;
       for (guint i = 0; i < processes; i++)
         {
-          Peer peer = { TRUE, FALSE, 0, 0 };
+          Peer peer = { TRUE, FALSE, 0, 0, g_get_monotonic_time () };
 
-          g_array_insert_val (peers, first + i, peer);
+          if (first + i >= peers->len)
+            g_array_set_size (peers, first + i + 1);
+          g_array_index (peers, Peer, first + i) = peer;
         }
       best_number = first;
       best = &g_array_index (peers, Peer, first);
@@ -647,6 +663,10 @@ root_handle (guint         number,
       root_peer_lost (number, error);
       return;
     }
+  if (peer_get (number) != NULL)
+    peer_get (number)->last_heard = g_get_monotonic_time ();
+  if (tag == MPG_REMOTE_TAG_ALIVE)
+    return;
   slot = g_hash_table_lookup (slots, GUINT_TO_POINTER (id));
   if (slot == NULL || slot->peer != number)
     return;   /* a slot that ended: late news */
@@ -725,12 +745,40 @@ root_quit_all (void)
   transport->finalize (QUIT_GRACE_MSEC);
 }
 
+/* Says the root is alive to each relay, and notices relays that went
+ * silent. */
+static void
+root_heartbeat (gint64 *last_beat)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  if (now - *last_beat < HEARTBEAT_USEC)
+    return;
+  *last_beat = now;
+  for (guint i = 1; i < peers->len; i++)
+    {
+      Peer *peer = &g_array_index (peers, Peer, i);
+      g_autoptr(GError) error = NULL;
+
+      if (peer->lost)
+        continue;
+      if (now - peer->last_heard > LOST_USEC)
+        {
+          error = g_error_new (MPG_ERROR, MPG_ERROR_WORKER_DIED,
+                               "it sent nothing for %d s", (int) (LOST_USEC / G_USEC_PER_SEC));
+          root_peer_lost (i, error);
+        }
+      else if (!send_message (i, MPG_REMOTE_TAG_ALIVE, 0, g_variant_new ("()"), &error))
+        root_peer_lost (i, error);
+    }
+}
+
 static gpointer
 root_thread_main (gpointer data)
 {
   GArray *pollfds = g_array_new (FALSE, FALSE, sizeof (struct pollfd));
   GPtrArray *polled = g_ptr_array_new ();
-  gint64 idle_since = 0, sleep_usec = 0;
+  gint64 idle_since = 0, sleep_usec = 0, last_beat = 0;
   gboolean active = TRUE;
 
   for (;;)
@@ -810,6 +858,7 @@ root_thread_main (gpointer data)
           active = TRUE;
           root_peer_lost (peer_number, error);
         }
+      root_heartbeat (&last_beat);
     }
 }
 
@@ -860,6 +909,8 @@ root_ensure (GError **error)
 
   peers = g_array_new (FALSE, TRUE, sizeof (Peer));
   g_array_set_size (peers, n_relays + 1);
+  for (guint i = 1; i <= n_relays; i++)
+    g_array_index (peers, Peer, i).last_heard = g_get_monotonic_time ();
   slots = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) slot_free);
   commands = g_async_queue_new ();
   wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1150,7 +1201,7 @@ _mpg_remote_relay_main (void)
   g_autoptr(GError) error = NULL;
   GArray *pollfds = g_array_new (FALSE, FALSE, sizeof (struct pollfd));
   GPtrArray *polled = g_ptr_array_new ();
-  gint64 idle_since = 0, sleep_usec = 0;
+  gint64 idle_since = 0, sleep_usec = 0, last_beat = 0, last_heard = 0;
   gboolean active = TRUE;
   guint n_relays;
 
@@ -1226,8 +1277,11 @@ _mpg_remote_relay_main (void)
               break;
             }
           g_bytes_unref (bytes);
+          last_heard = g_get_monotonic_time ();
           slot = g_hash_table_lookup (slots, GUINT_TO_POINTER (id));
-          if (tag == MPG_REMOTE_TAG_QUIT)
+          if (tag == MPG_REMOTE_TAG_ALIVE)
+            ;
+          else if (tag == MPG_REMOTE_TAG_QUIT)
             relay_end (0);
           else if (tag == MPG_REMOTE_TAG_START && g_variant_is_of_type (message, G_VARIANT_TYPE ("(uas)")))
             relay_start (id, message);
@@ -1257,6 +1311,21 @@ _mpg_remote_relay_main (void)
               error = g_error_new (MPG_ERROR, MPG_ERROR_PROTOCOL,
                                    "unexpected message from rank 0 (tag %d)", tag);
               break;
+            }
+        }
+      /* The root's heartbeat counts from its first word: before that, it
+       * may not have started MPI yet (it does at its first pool). */
+      if (error == NULL && last_heard != 0)
+        {
+          gint64 now = g_get_monotonic_time ();
+
+          if (now - last_heard > LOST_USEC)
+            error = g_error_new (MPG_ERROR, MPG_ERROR_WORKER_DIED, "rank 0 sent nothing for %d s",
+                                 (int) (LOST_USEC / G_USEC_PER_SEC));
+          else if (now - last_beat >= HEARTBEAT_USEC)
+            {
+              last_beat = now;
+              send_message (0, MPG_REMOTE_TAG_ALIVE, 0, g_variant_new ("()"), &error);
             }
         }
       if (error != NULL)

@@ -22,17 +22,26 @@
  * relays, and send(), try_receive() and finalize() in libmpg's relay
  * thread; in a relay process every call comes from its relay loop. The
  * module has no lock of its own: its state is guarded by that same
- * serialization. MPI_Abort (abort()) may come from any thread at any
+ * serialization. Two calls that Open MPI may never return from,
+ * MPI_Comm_spawn() and the root's disconnect and MPI_Finalize(), run in
+ * a thread of their own while the caller waits (see BoundedCall); if
+ * the caller gives up, that thread stays inside MPI and the module makes
+ * no more MPI calls. MPI_Abort (abort()) may come from any thread at any
  * time, as it ends the process anyway.
  *
- * Errors. MPI_ERRORS_RETURN is set on every communicator used here, so
- * that a lost peer shows as an error code that becomes a GError, not as
- * an abort of the whole job. Whether Open MPI notices a lost peer at all
- * depends on the launcher (see finalize_link() and mpirun's
- * --enable-recovery); libmpg does not rely on this module to find out.
+ * Lost peers. MPI_ERRORS_RETURN is set on every communicator used here,
+ * so that MPI errors become GErrors instead of ending the job. But Open
+ * MPI 4.1 hardly reports a lost peer: under mpirun (and for spawned
+ * relays), the launcher ends the whole job when a rank dies, unless
+ * recovery is enabled (`mpirun --enable-recovery`, or
+ * OMPI_MCA_orte_enable_recovery=1 for a program started without
+ * mpirun); with recovery, sends to a dead rank usually succeed, and
+ * large ones never complete. Finding lost relays is up to libmpg's
+ * protocol.
  *
- * Nothing here blocks for long except init() (MPI_Init_thread), spawn()
- * (MPI_Comm_spawn) and finalize(), which is bounded by its timeout.
+ * Environment: MPG_MPI_SPAWN_HOSTS, a comma-separated list of hosts for
+ * spawn() (MPI's "host" info key); MPG_MPI_SPAWN_TIMEOUT, how many
+ * seconds spawn() waits for MPI_Comm_spawn() (120).
  */
 
 #include "config.h"
@@ -80,6 +89,7 @@ static struct
   gboolean    owns_mpi;    /* we called MPI_Init_thread(), so we finalize */
   gboolean    relay;
   gboolean    wedged;      /* a thread is stuck in MPI: make no more calls */
+  gboolean    wedge_reported;
   guint       self;
   guint       next_peer;   /* root: the first number of the next spawn */
   int         tag_ub;
@@ -732,10 +742,14 @@ mpi_try_receive (guint     *out_peer,
   g_return_val_if_fail (out_tag != NULL, FALSE);
   g_return_val_if_fail (out_data != NULL, FALSE);
 
-  if (!check_not_wedged (error))
+  /* Said once: from then on, there is just nothing to receive. */
+  if (transport.wedged)
     {
+      if (transport.wedge_reported)
+        return FALSE;
+      transport.wedge_reported = TRUE;
       *out_peer = G_MAXUINT;
-      return FALSE;
+      return check_not_wedged (error);
     }
 
   if (!progress_sends (out_peer, error))
@@ -801,55 +815,82 @@ mpi_try_receive (guint     *out_peer,
   return FALSE;
 }
 
-/* Lets go of a communicator to spawned processes. MPI_Comm_disconnect()
- * is collective and, in Open MPI, waits for the other side to disconnect
- * too: it would hang for ever if that side is gone or never gets there.
- * MPI_Comm_free() does not wait. */
-static void
-finalize_link (Link *link)
+/* The end of the transport: MPI_Comm_disconnect() of the communicators
+ * to spawned processes, then MPI_Finalize() if MPI is ours. Both are
+ * collective and wait for the other side to get there too (a disconnect
+ * on one side only would hang; a free instead would let a singleton root
+ * exit, and its launcher kill the relays, while they are finalizing). A
+ * side that died does not hold them up under --enable-recovery; without
+ * it, the launcher ends the whole job anyway. A side that hangs would,
+ * so the root gives up after a while: see end_transport(). */
+typedef struct
 {
-  if (!link->spawned)
-    return;
+  BoundedCall  call;
+  GArray      *links;
+  gboolean     finalize;
+} EndCall;
 
-  MPI_Comm_free (&link->comm);
+static void
+end_call_run (BoundedCall *call)
+{
+  EndCall *end = (EndCall *) call;
+
+  for (guint i = 0; i < end->links->len; i++)
+    {
+      Link *link = &g_array_index (end->links, Link, i);
+
+      if (link->spawned)
+        MPI_Comm_disconnect (&link->comm);
+    }
+
+  if (end->finalize)
+    MPI_Finalize ();
 }
 
 static void
-finalize_call_run (BoundedCall *call)
+end_call_clear (BoundedCall *call)
 {
-  MPI_Finalize ();
+  EndCall *end = (EndCall *) call;
+
+  g_array_unref (end->links);
 }
 
-/* In a static job, MPI_Finalize() returns only once every other live rank
- * called it too. A relay waits for as long as the root takes: giving up
- * would make it exit unfinalized, and mpirun would end the job, root
- * included. The root waits up to @timeout_msec, so that a relay that
- * hangs cannot keep the program from exiting; mpirun then ends the job
- * (and reports a failure). */
+/* A relay waits for as long as the root takes (in a static job, until
+ * the root program finalizes): giving up would make it exit unfinalized,
+ * and mpirun would end the job, root included. The root waits up to
+ * @timeout_msec, so that a relay that hangs cannot keep the program from
+ * exiting; mpirun then ends the job (and reports a failure). */
 static gboolean
-finalize_mpi (gint timeout_msec)
+end_transport (gboolean finalize,
+               gint     timeout_msec)
 {
-  BoundedCall *call;
+  EndCall *call;
   gboolean done;
+
+  call = g_atomic_rc_box_new0 (EndCall);
+  bounded_call_init (&call->call, end_call_run, end_call_clear);
+  call->links = g_array_ref (transport.links);
+  call->finalize = finalize;
 
   if (transport.relay || timeout_msec < 0)
     {
-      MPI_Finalize ();
-      return TRUE;
+      end_call_run (&call->call);
+      done = TRUE;
+    }
+  else
+    {
+      done = run_bounded (&call->call, "mpg-mpi-finalize",
+                          g_get_monotonic_time () + (gint64) timeout_msec * 1000);
+      if (!done)
+        g_debug ("MPI did not finalize within %d ms: a relay may hang", timeout_msec);
     }
 
-  call = g_atomic_rc_box_new0 (BoundedCall);
-  bounded_call_init (call, finalize_call_run, NULL);
-  done = run_bounded (call, "mpg-mpi-finalize",
-                      g_get_monotonic_time () + (gint64) timeout_msec * 1000);
   g_atomic_rc_box_release_full (call, bounded_call_clear);
-
-  if (!done)
-    g_debug ("MPI_Finalize() did not return within %d ms: an MPI rank may hang", timeout_msec);
-
   return done;
 }
 
+/* @timeout_msec bounds the wait for the queued sends, and then the root's
+ * wait for the relays in end_transport(); a negative one waits for ever. */
 static void
 mpi_finalize (gint timeout_msec)
 {
@@ -899,15 +940,7 @@ mpi_finalize (gint timeout_msec)
       g_queue_push_tail (&abandoned, ps);
     }
 
-  for (guint i = 0; i < transport.links->len; i++)
-    finalize_link (&g_array_index (transport.links, Link, i));
-  g_clear_pointer (&transport.links, g_array_unref);
-  g_clear_pointer (&transport.lost, g_hash_table_unref);
-
-  transport.initialized = FALSE;
-  transport.finalized = TRUE;
-
-  if (transport.owns_mpi && finalize_mpi (timeout_msec))
+  if (end_transport (transport.owns_mpi, timeout_msec) && transport.owns_mpi)
     {
       transport.owns_mpi = FALSE;
       g_queue_clear_full (&abandoned, (GDestroyNotify) pending_send_free);
@@ -917,6 +950,11 @@ mpi_finalize (gint timeout_msec)
       /* MPI may still read them. */
       g_queue_clear_full (&abandoned, g_free);
     }
+
+  g_clear_pointer (&transport.links, g_array_unref);
+  g_clear_pointer (&transport.lost, g_hash_table_unref);
+  transport.initialized = FALSE;
+  transport.finalized = TRUE;
 }
 
 static void

@@ -43,7 +43,6 @@
 
 #define PING 4
 #define QUIT 8
-#define N_SPAWN 2
 #define WAIT_MSEC 20000
 #define FINALIZE_MSEC 5000
 #define OBSERVE_MSEC 15000
