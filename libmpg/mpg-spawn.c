@@ -30,7 +30,12 @@
  *
  * A spawned worker is the program itself, executed again: in it,
  * mpg_init() does not return; it runs the tasks the parent sends, found
- * by name, and exits. In any other process it does nothing.
+ * by name, and exits.
+ *
+ * Under an MPI launcher (`mpirun -n N ./app`), mpg_init() does not return
+ * on the ranks other than 0 either: they start the workers of rank 0's
+ * pools and relay their tasks, and exit when rank 0 does (see
+ * [enum@Mpg.PoolBackend]). In any other process it does nothing.
  *
  * Task functions run by name must be exported: from a shared library, or
  * from the program linked with `-rdynamic` (meson: `export_dynamic: true`).
@@ -45,7 +50,8 @@ mpg_init (int    *argc,
 /**
  * mpg_worker_main:
  *
- * In a program started as a spawned worker, runs the worker and exits;
+ * In a program started as a spawned worker, or as an MPI rank other than
+ * 0 (see [func@Mpg.init]), runs the worker or the rank's relay and exits;
  * elsewhere returns at once. [func@Mpg.init] calls it; language bindings
  * whose workers start from a script of their own call it there, after
  * [func@Mpg.set_task_dispatcher].
