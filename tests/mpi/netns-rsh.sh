@@ -6,10 +6,12 @@
 # COMMAND (an orted command line) runs in that namespace.
 set -euo pipefail
 
-: "${MPG_NETNS_MAP:?netns-rsh.sh: MPG_NETNS_MAP is not set (run under netns-hosts.sh)}"
+# Exit status 255 for our own errors, as ssh does.
+[ -n "${MPG_NETNS_MAP:-}" ] ||
+  { echo "netns-rsh.sh: MPG_NETNS_MAP is not set (run under netns-hosts.sh)" >&2; exit 255; }
 
-# Open MPI adds ssh-style options before the host for agents it takes for
-# ssh (for instance -x); none of them matters here.
+# Open MPI 4.1 passes "HOST orted ..." to an agent not named ssh, but puts
+# any plm_rsh_args before the host: skip such (value-less) options.
 while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do
   shift
 done
