@@ -467,6 +467,50 @@ test_terminate (void)
   g_assert_cmpint (g_get_monotonic_time () - start, <, 10 * G_USEC_PER_SEC);
 }
 
+static guint
+count_fds (void)
+{
+  g_autoptr(GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+  guint n = 0;
+
+  while (g_dir_read_name (dir) != NULL)
+    n++;
+  return n;
+}
+
+static void
+test_no_leak (void)
+{
+  guint before = 0;
+  gint64 deadline;
+
+  /* Pools come and go; their workers' channels and status sockets go
+   * with them, once the ranks said their workers ended. The first pool
+   * is not counted: MPI opens its connections to ranks the first time
+   * it talks to them, and keeps them. */
+  for (int i = 0; i < 4; i++)
+    {
+      g_autoptr(MpgPool) pool = NULL;
+      g_autoptr(GError) error = NULL;
+      g_autoptr(GVariant) results = NULL;
+
+      if (i == 1)
+        before = count_fds ();
+      pool = g_object_new (MPG_TYPE_POOL, "processes", 2, NULL);
+
+      results = mpg_pool_map (pool, mpg_pool_add_named_function (pool, "mpi_square"),
+                              range (0, 50), 0, NULL, &error);
+      g_assert_no_error (error);
+      mpg_pool_close (pool);
+      g_assert_true (mpg_pool_join (pool, 20000, &error));
+      g_assert_no_error (error);
+    }
+  deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (count_fds () != before && g_get_monotonic_time () < deadline)
+    g_usleep (10 * 1000);
+  g_assert_cmpuint (count_fds (), ==, before);
+}
+
 /* --kill-rank: a task kills its rank. Prints what the map returned;
  * exits 0 if it failed with MPG_ERROR_WORKER_DIED, 3 otherwise. The MPI
  * runtime may end the whole job first: tests/mpi/kill-rank.sh judges. */
@@ -518,6 +562,7 @@ main (int    argc,
   g_test_add_func ("/mpi-pool/timeout", test_timeout);
   g_test_add_func ("/mpi-pool/cancel", test_cancel);
   g_test_add_func ("/mpi-pool/terminate", test_terminate);
+  g_test_add_func ("/mpi-pool/no-leak", test_no_leak);
 
   status = g_test_run ();
   mpg_pool_terminate (shared_pool);
