@@ -133,6 +133,8 @@
  * NULL, &error, "typecode", "d", "length", 10, NULL)` is an array without
  * a lock, and the [property@Mpg.Array:memory] property makes an array over
  * an existing [class@Mpg.SharedMemory].
+ *
+ * Since: 1.0
  */
 
 #define HANDLE_TYPE   "(st(sth)mv)"
@@ -684,6 +686,8 @@ mpg_array_class_init (MpgArrayClass *klass)
    * The type of the elements, as a one-character string: one of `c`, `b`,
    * `B`, `h`, `H`, `i`, `I`, `l`, `L`, `q`, `Q`, `f`, `d`, `u` and `?`
    * (see the table in [class@Mpg.Array]).
+   *
+   * Since: 1.0
    */
   properties[PROP_TYPECODE] =
     g_param_spec_string ("typecode", NULL, NULL,
@@ -694,6 +698,8 @@ mpg_array_class_init (MpgArrayClass *klass)
    * MpgArray:length:
    *
    * The number of elements; it may be 0. It never changes.
+   *
+   * Since: 1.0
    */
   properties[PROP_LENGTH] =
     g_param_spec_uint64 ("length", NULL, NULL,
@@ -706,6 +712,8 @@ mpg_array_class_init (MpgArrayClass *klass)
    * The lock that goes with the array, or %NULL for a raw array: see
    * [method@Mpg.Array.get_lock]. An array made with g_initable_new()
    * has the lock given at construction, or none.
+   *
+   * Since: 1.0
    */
   properties[PROP_LOCK] =
     g_param_spec_object ("lock", NULL, NULL,
@@ -719,6 +727,8 @@ mpg_array_class_init (MpgArrayClass *klass)
    * [method@Mpg.Array.get_memory]. Given at construction, it must be
    * exactly as large as the elements (1 byte for an empty array), and
    * its content is kept; otherwise new memory, filled with zeros, is made.
+   *
+   * Since: 1.0
    */
   properties[PROP_MEMORY] =
     g_param_spec_object ("memory", NULL, NULL,
@@ -751,6 +761,8 @@ mpg_array_init (MpgArray *self)
  * system cannot give the memory or the lock.
  *
  * Returns: (transfer full): the array, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgArray *
 mpg_array_new (const char  *typecode,
@@ -786,6 +798,8 @@ mpg_array_new (const char  *typecode,
  * Fails as [ctor@Mpg.Array.new] does.
  *
  * Returns: (transfer full): the array, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgArray *
 mpg_array_new_raw (const char  *typecode,
@@ -816,6 +830,8 @@ mpg_array_new_raw (const char  *typecode,
  * Fails as [ctor@Mpg.Array.new] does.
  *
  * Returns: (transfer full): the array, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgArray *
 mpg_array_new_with_lock (const char  *typecode,
@@ -843,6 +859,8 @@ mpg_array_new_with_lock (const char  *typecode,
  * Gets the type of the elements: see [property@Mpg.Array:typecode].
  *
  * Returns: (transfer none): the typecode, a one-character string
+ *
+ * Since: 1.0
  */
 const char *
 mpg_array_get_typecode (MpgArray *self)
@@ -860,6 +878,8 @@ mpg_array_get_typecode (MpgArray *self)
  * Gets the number of elements, as Python's `len(a)`.
  *
  * Returns: the length
+ *
+ * Since: 1.0
  */
 gsize
 mpg_array_get_length (MpgArray *self)
@@ -876,6 +896,8 @@ mpg_array_get_length (MpgArray *self)
  * Gets the size of one element in bytes: that of the typecode's C type.
  *
  * Returns: the size of an element
+ *
+ * Since: 1.0
  */
 gsize
 mpg_array_get_item_size (MpgArray *self)
@@ -895,6 +917,8 @@ mpg_array_get_item_size (MpgArray *self)
  * typecode `b`. See the table in [class@Mpg.Array].
  *
  * Returns: (transfer none): the type of an element
+ *
+ * Since: 1.0
  */
 const GVariantType *
 mpg_array_get_item_type (MpgArray *self)
@@ -915,6 +939,8 @@ mpg_array_get_item_type (MpgArray *self)
  *
  * Returns: (transfer none) (nullable): the lock, or %NULL for an array
  *   made by [ctor@Mpg.Array.new_raw]
+ *
+ * Since: 1.0
  */
 MpgLock *
 mpg_array_get_lock (MpgArray *self)
@@ -933,6 +959,8 @@ mpg_array_get_lock (MpgArray *self)
  * array).
  *
  * Returns: (transfer none): the memory
+ *
+ * Since: 1.0
  */
 MpgSharedMemory *
 mpg_array_get_memory (MpgArray *self)
@@ -953,6 +981,8 @@ mpg_array_get_memory (MpgArray *self)
  * other access.
  *
  * Returns: (transfer none): the elements
+ *
+ * Since: 1.0
  */
 gpointer
 mpg_array_get_data (MpgArray *self)
@@ -975,6 +1005,8 @@ mpg_array_get_data (MpgArray *self)
  * It does not take the lock.
  *
  * Returns: (transfer full): a new #GVariant (not floating)
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_array_get (MpgArray *self,
@@ -1003,6 +1035,8 @@ mpg_array_get (MpgArray *self,
  * for typecode `b`, a string of more than one character for `u`).
  *
  * Returns: %TRUE on success
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_array_set (MpgArray  *self,
@@ -1082,6 +1116,8 @@ to_variant_floating (MpgArray *self)
  * copied.
  *
  * Returns: (transfer full): a new #GVariant (not floating)
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_array_to_variant (MpgArray *self)
@@ -1158,6 +1194,8 @@ copy_from_variant (MpgArray  *self,
  * fit the element's C type.
  *
  * Returns: %TRUE on success
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_array_set_from_variant (MpgArray  *self,
@@ -1223,6 +1261,8 @@ mpg_array_set_from_variant (MpgArray  *self,
  *
  * Returns: (transfer full): a new `(st(sth)mv)` value (not floating), or
  *   %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_array_to_handle (MpgArray     *self,
@@ -1295,6 +1335,8 @@ invalid_handle (GError     **error,
  * [ctor@Mpg.Lock.new_from_handle] does.
  *
  * Returns: (transfer full): the array, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgArray *
 mpg_array_new_from_handle (GVariant     *handle,

@@ -46,6 +46,8 @@
  * | `reset()`, `abort()` | [method@Mpg.Barrier.reset], [method@Mpg.Barrier.abort] |
  * | `parties`, `n_waiting`, `broken` | [method@Mpg.Barrier.get_parties], [method@Mpg.Barrier.get_n_waiting], [method@Mpg.Barrier.get_broken] |
  * | `threading.BrokenBarrierError` | %MPG_ERROR_BROKEN_BARRIER |
+ *
+ * Since: 1.0
  */
 
 enum {
@@ -142,6 +144,8 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    * MpgBarrier:parties:
    *
    * The number of parties that must arrive for the barrier to release them.
+   *
+   * Since: 1.0
    */
   properties[PROP_PARTIES] =
     g_param_spec_uint ("parties", NULL, NULL,
@@ -153,6 +157,8 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    *
    * The timeout of a wait that does not give one, in milliseconds; -1 for
    * none.
+   *
+   * Since: 1.0
    */
   properties[PROP_TIMEOUT] =
     g_param_spec_int ("timeout", NULL, NULL,
@@ -163,6 +169,8 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    * MpgBarrier:n-waiting:
    *
    * The number of parties waiting now. It is not notified.
+   *
+   * Since: 1.0
    */
   properties[PROP_N_WAITING] =
     g_param_spec_uint ("n-waiting", NULL, NULL,
@@ -173,6 +181,8 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    * MpgBarrier:broken:
    *
    * Whether the barrier is broken. It is not notified.
+   *
+   * Since: 1.0
    */
   properties[PROP_BROKEN] =
     g_param_spec_boolean ("broken", NULL, NULL,
@@ -199,6 +209,8 @@ mpg_barrier_init (MpgBarrier *self)
  *
  * Returns: (transfer full): the barrier, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgBarrier *
 mpg_barrier_new (guint    parties,
@@ -236,6 +248,8 @@ mpg_barrier_new (guint    parties,
  * cross into other processes: each process sets its own (a forked child
  * has its parent's). If it fails, the barrier breaks and that party's wait
  * fails with its error.
+ *
+ * Since: 1.0
  */
 void
 mpg_barrier_set_action (MpgBarrier       *self,
@@ -392,6 +406,8 @@ wait_internal (MpgBarrier    *self,
  *   one; -1 with %MPG_ERROR_BROKEN_BARRIER if the barrier is or became
  *   broken (on a timeout or a cancellation too), or the error of the
  *   action if it ran here and failed
+ *
+ * Since: 1.0
  */
 gint
 mpg_barrier_wait (MpgBarrier    *self,
@@ -432,6 +448,8 @@ wait_thread (gpointer      source,
  *
  * The wait happens in a thread of its own, where the action runs if this
  * party is the last. Cancelling @cancellable breaks the barrier.
+ *
+ * Since: 1.0
  */
 void
 mpg_barrier_wait_async (MpgBarrier          *self,
@@ -464,6 +482,8 @@ mpg_barrier_wait_async (MpgBarrier          *self,
  * Completes [method@Mpg.Barrier.wait_async].
  *
  * Returns: the index of this party; -1 with @error set
+ *
+ * Since: 1.0
  */
 gint
 mpg_barrier_wait_finish (MpgBarrier    *self,
@@ -482,6 +502,8 @@ mpg_barrier_wait_finish (MpgBarrier    *self,
  *
  * Breaks the barrier, as Python's `abort()`: waits in progress and later
  * ones fail with %MPG_ERROR_BROKEN_BARRIER until [method@Mpg.Barrier.reset].
+ *
+ * Since: 1.0
  */
 void
 mpg_barrier_abort (MpgBarrier *self)
@@ -503,6 +525,8 @@ mpg_barrier_abort (MpgBarrier *self)
  * Returns the barrier to its first state, as Python's `reset()`: waits in
  * progress fail with %MPG_ERROR_BROKEN_BARRIER, and a broken barrier can
  * be used again.
+ *
+ * Since: 1.0
  */
 void
 mpg_barrier_reset (MpgBarrier *self)
@@ -535,6 +559,8 @@ mpg_barrier_reset (MpgBarrier *self)
  * Gets the number of parties.
  *
  * Returns: the number of parties
+ *
+ * Since: 1.0
  */
 guint
 mpg_barrier_get_parties (MpgBarrier *self)
@@ -553,6 +579,8 @@ mpg_barrier_get_parties (MpgBarrier *self)
  * Gets the timeout of waits that do not give one.
  *
  * Returns: the timeout in milliseconds, or -1 for none
+ *
+ * Since: 1.0
  */
 gint
 mpg_barrier_get_timeout (MpgBarrier *self)
@@ -571,6 +599,8 @@ mpg_barrier_get_timeout (MpgBarrier *self)
  * Gets the number of parties waiting now, as Python's `n_waiting`.
  *
  * Returns: the number of waiting parties
+ *
+ * Since: 1.0
  */
 guint
 mpg_barrier_get_n_waiting (MpgBarrier *self)
@@ -598,6 +628,8 @@ mpg_barrier_get_n_waiting (MpgBarrier *self)
  * Gets whether the barrier is broken, as Python's `broken`.
  *
  * Returns: %TRUE if broken
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_barrier_get_broken (MpgBarrier *self)
@@ -621,6 +653,8 @@ mpg_barrier_get_broken (MpgBarrier *self)
  *
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_barrier_to_handle (MpgBarrier   *self,
@@ -649,6 +683,8 @@ mpg_barrier_to_handle (MpgBarrier   *self,
  *
  * Returns: (transfer full): the barrier, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
+ *
+ * Since: 1.0
  */
 MpgBarrier *
 mpg_barrier_new_from_handle (GVariant     *handle,

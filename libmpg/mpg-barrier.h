@@ -32,6 +32,8 @@ G_DECLARE_FINAL_TYPE (MpgBarrier, mpg_barrier, MPG, BARRIER, GObject)
  * before any of them is released.
  *
  * Returns: %TRUE on success; %FALSE with @error set breaks the barrier
+ *
+ * Since: 1.0
  */
 typedef gboolean (*MpgBarrierAction) (gpointer   user_data,
                                       GError   **error);

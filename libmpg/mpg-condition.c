@@ -55,6 +55,8 @@
  *
  * Calling these without holding the lock fails with
  * %MPG_ERROR_INVALID_STATE, where Python raises `AssertionError`.
+ *
+ * Since: 1.0
  */
 
 #define MAX_WAITERS 100
@@ -145,6 +147,8 @@ mpg_condition_class_init (MpgConditionClass *klass)
    * MpgCondition:lock:
    *
    * The lock that waiters hold.
+   *
+   * Since: 1.0
    */
   properties[PROP_LOCK] =
     g_param_spec_object ("lock", NULL, NULL,
@@ -169,6 +173,8 @@ mpg_condition_init (MpgCondition *self)
  *
  * Returns: (transfer full): the condition, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgCondition *
 mpg_condition_new (MpgLock  *lock,
@@ -203,6 +209,8 @@ mpg_condition_new (MpgLock  *lock,
  * Gets the lock of the condition.
  *
  * Returns: (transfer none): the lock
+ *
+ * Since: 1.0
  */
 MpgLock *
 mpg_condition_get_lock (MpgCondition *self)
@@ -378,6 +386,8 @@ finish_waiter (Waiter        *waiter,
  *   @timeout_msec passed first (Python returns `False`),
  *   %G_IO_ERROR_CANCELLED, or %MPG_ERROR_INVALID_STATE if the calling
  *   thread does not hold the lock
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_condition_wait (MpgCondition  *self,
@@ -417,6 +427,8 @@ mpg_condition_wait (MpgCondition  *self,
  *   %MPG_ERROR_TIMEOUT if @timeout_msec passed first (Python returns the
  *   predicate's last result), or another error as
  *   [method@Mpg.Condition.wait]
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_condition_wait_for (MpgCondition           *self,
@@ -486,6 +498,8 @@ wait_thread (gpointer      source,
  *
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, once the lock is held again.
+ *
+ * Since: 1.0
  */
 void
 mpg_condition_wait_async (MpgCondition        *self,
@@ -522,6 +536,8 @@ mpg_condition_wait_async (MpgCondition        *self,
  * Completes [method@Mpg.Condition.wait_async].
  *
  * Returns: %TRUE if notified; %FALSE with @error set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_condition_wait_finish (MpgCondition  *self,
@@ -593,6 +609,8 @@ notify_internal (MpgCondition  *self,
  *
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   calling thread does not hold the lock
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_condition_notify (MpgCondition  *self,
@@ -614,6 +632,8 @@ mpg_condition_notify (MpgCondition  *self,
  *
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   calling thread does not hold the lock
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_condition_notify_all (MpgCondition  *self,
@@ -637,6 +657,8 @@ mpg_condition_notify_all (MpgCondition  *self,
  *
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptors could not be added
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_condition_to_handle (MpgCondition  *self,
@@ -675,6 +697,8 @@ mpg_condition_to_handle (MpgCondition  *self,
  *
  * Returns: (transfer full): the condition, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
+ *
+ * Since: 1.0
  */
 MpgCondition *
 mpg_condition_new_from_handle (GVariant     *handle,

@@ -33,6 +33,8 @@ G_DECLARE_FINAL_TYPE (MpgCondition, mpg_condition, MPG, CONDITION, GObject)
  * condition's lock held.
  *
  * Returns: %TRUE when the awaited state is reached
+ *
+ * Since: 1.0
  */
 typedef gboolean (*MpgConditionPredicate) (gpointer user_data);
 

@@ -105,6 +105,8 @@
  * and several threads or processes may share an end: each message goes
  * whole to one receiver. It must not be closed while another thread is
  * blocked in a call on it: cancel that call with its #GCancellable first.
+ *
+ * Since: 1.0
  */
 
 struct _MpgConnection
@@ -243,6 +245,8 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    *
    * Whether messages can be received on this end: %FALSE for the sending
    * end of a one-way pipe.
+   *
+   * Since: 1.0
    */
   properties[PROP_READABLE] =
     g_param_spec_boolean ("readable", NULL, NULL,
@@ -254,6 +258,8 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    *
    * Whether messages can be sent on this end: %FALSE for the receiving end
    * of a one-way pipe.
+   *
+   * Since: 1.0
    */
   properties[PROP_WRITABLE] =
     g_param_spec_boolean ("writable", NULL, NULL,
@@ -269,6 +275,8 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    * A connection made with g_object_new() rather than by
    * [func@Mpg.pipe_new] or [ctor@Mpg.Connection.new_from_handle] has no
    * socket: it is closed from the start.
+   *
+   * Since: 1.0
    */
   properties[PROP_CLOSED] =
     g_param_spec_boolean ("closed", NULL, NULL,
@@ -287,6 +295,8 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    * Python's `recv_bytes()` does.
    *
    * The default is 256 MiB.
+   *
+   * Since: 1.0
    */
   properties[PROP_MAX_MESSAGE_SIZE] =
     g_param_spec_uint64 ("max-message-size", NULL, NULL,
@@ -325,6 +335,8 @@ mpg_connection_init (MpgConnection *self)
  *
  * Returns: %TRUE on success; %FALSE with @error set if the socket pair
  *   could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_pipe_new (gboolean        duplex,
@@ -373,6 +385,8 @@ mpg_pipe_new (gboolean        duplex,
  * Gets [property@Mpg.Connection:readable].
  *
  * Returns: whether messages can be received on this end
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_get_readable (MpgConnection *self)
@@ -389,6 +403,8 @@ mpg_connection_get_readable (MpgConnection *self)
  * Gets [property@Mpg.Connection:writable].
  *
  * Returns: whether messages can be sent on this end
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_get_writable (MpgConnection *self)
@@ -405,6 +421,8 @@ mpg_connection_get_writable (MpgConnection *self)
  * Gets [property@Mpg.Connection:closed].
  *
  * Returns: whether the connection is closed
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_get_closed (MpgConnection *self)
@@ -422,6 +440,8 @@ mpg_connection_get_closed (MpgConnection *self)
  *
  * Returns: the largest message size, in bytes, that this end sends or
  *   accepts
+ *
+ * Since: 1.0
  */
 gsize
 mpg_connection_get_max_message_size (MpgConnection *self)
@@ -438,6 +458,8 @@ mpg_connection_get_max_message_size (MpgConnection *self)
  *
  * Sets [property@Mpg.Connection:max-message-size]. It applies to the
  * messages sent and received from then on, on this end only.
+ *
+ * Since: 1.0
  */
 void
 mpg_connection_set_max_message_size (MpgConnection *self,
@@ -462,6 +484,8 @@ mpg_connection_set_max_message_size (MpgConnection *self,
  * It stays owned by @self: do not close it, and do not read from it.
  *
  * Returns: the file descriptor, or -1 if the connection is closed
+ *
+ * Since: 1.0
  */
 gint
 mpg_connection_get_fd (MpgConnection *self)
@@ -522,6 +546,8 @@ check_usable (MpgConnection  *self,
  * index into @fd_list, and otherwise as [method@Mpg.Connection.send].
  *
  * Returns: %TRUE if the message was sent
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_send_with_fds (MpgConnection  *self,
@@ -570,6 +596,8 @@ mpg_connection_send_with_fds (MpgConnection  *self,
  * [method@Mpg.Connection.send_with_fds].
  *
  * Returns: %TRUE if the message was sent
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_send (MpgConnection  *self,
@@ -593,6 +621,8 @@ mpg_connection_send (MpgConnection  *self,
  * [method@Mpg.Connection.send].
  *
  * Returns: %TRUE if the message was sent
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_send_bytes (MpgConnection  *self,
@@ -626,6 +656,8 @@ mpg_connection_send_bytes (MpgConnection  *self,
  * be such an index. Fails as [method@Mpg.Connection.recv].
  *
  * Returns: (transfer full): the message, or %NULL on error
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_connection_recv_with_fds (MpgConnection  *self,
@@ -671,6 +703,8 @@ mpg_connection_recv_with_fds (MpgConnection  *self,
  * %MPG_ERROR_INVALID_STATE, on a closed one with %MPG_ERROR_CLOSED.
  *
  * Returns: (transfer full): the message, or %NULL on error
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_connection_recv (MpgConnection  *self,
@@ -696,6 +730,8 @@ mpg_connection_recv (MpgConnection  *self,
  * fails as [method@Mpg.Connection.recv].
  *
  * Returns: (transfer full): the bytes, or %NULL on error
+ *
+ * Since: 1.0
  */
 GBytes *
 mpg_connection_recv_bytes (MpgConnection  *self,
@@ -745,6 +781,8 @@ mpg_connection_recv_bytes (MpgConnection  *self,
  *
  * Returns: %TRUE if there is something to receive; %FALSE if the timeout
  *   expired or on error
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_connection_poll (MpgConnection  *self,
@@ -917,6 +955,8 @@ recv_on_cancelled (GCancellable *cancellable,
  * returned or left for the next receive. Closing the connection completes
  * pending calls with %MPG_ERROR_CLOSED. The pending call holds a reference
  * on @self.
+ *
+ * Since: 1.0
  */
 void
 mpg_connection_recv_async (MpgConnection       *self,
@@ -1008,6 +1048,8 @@ mpg_connection_recv_async (MpgConnection       *self,
  * cancelled, and %MPG_ERROR_CLOSED if the connection was closed meanwhile.
  *
  * Returns: (transfer full): the message, or %NULL on error
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_connection_recv_finish (MpgConnection  *self,
@@ -1059,6 +1101,8 @@ close_internal (MpgConnection *self,
  * end of the stream. Pending [method@Mpg.Connection.recv_async] calls
  * complete with %MPG_ERROR_CLOSED; later calls fail so. Closing twice is
  * harmless. Finalising a connection closes it.
+ *
+ * Since: 1.0
  */
 void
 mpg_connection_close (MpgConnection *self)
@@ -1088,6 +1132,8 @@ mpg_connection_close (MpgConnection *self)
  *
  * Returns: (transfer full): the handle, or %NULL if the connection is
  *   closed (%MPG_ERROR_CLOSED) or @fd_list is full
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_connection_to_handle (MpgConnection  *self,
@@ -1129,6 +1175,8 @@ mpg_connection_to_handle (MpgConnection  *self,
  * this fails with %MPG_ERROR_PROTOCOL.
  *
  * Returns: (transfer full): the connection, or %NULL on error
+ *
+ * Since: 1.0
  */
 MpgConnection *
 mpg_connection_new_from_handle (GVariant      *handle,

@@ -15,5 +15,7 @@
  * The quark of the [error@Mpg.Error] domain; use %MPG_ERROR.
  *
  * Returns: the error domain's quark
+ *
+ * Since: 1.0
  */
 G_DEFINE_QUARK (mpg-error-quark, mpg_error)

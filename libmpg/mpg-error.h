@@ -21,6 +21,8 @@ G_BEGIN_DECLS
  * MPG_ERROR:
  *
  * The error domain of libmpg's own errors; see [error@Mpg.Error].
+ *
+ * Since: 1.0
  */
 #define MPG_ERROR (mpg_error_quark ())
 
@@ -58,6 +60,8 @@ G_BEGIN_DECLS
  * has not used it yet, so that `g_error_matches()` works as if the error
  * had been raised locally. %MPG_ERROR_REMOTE is the fallback for domains
  * that cannot be recreated.
+ *
+ * Since: 1.0
  */
 typedef enum
 {

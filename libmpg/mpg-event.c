@@ -42,6 +42,8 @@
  *
  * Like [class@Mpg.Lock], an event is a page of shared memory and a file
  * descriptor in each process, with nothing left in the file system.
+ *
+ * Since: 1.0
  */
 
 typedef struct
@@ -146,6 +148,8 @@ check_ready (MpgEvent  *self,
  *
  * Returns: (transfer full): the event, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgEvent *
 mpg_event_new (GError **error)
@@ -160,6 +164,8 @@ mpg_event_new (GError **error)
  * Gets whether the flag is up.
  *
  * Returns: %TRUE if the event is set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_event_is_set (MpgEvent *self)
@@ -177,6 +183,8 @@ mpg_event_is_set (MpgEvent *self)
  * @self: an event
  *
  * Raises the flag and wakes every process and thread waiting for it.
+ *
+ * Since: 1.0
  */
 void
 mpg_event_set (MpgEvent *self)
@@ -204,6 +212,8 @@ mpg_event_set (MpgEvent *self)
  * @self: an event
  *
  * Lowers the flag: later waits wait until it is set again.
+ *
+ * Since: 1.0
  */
 void
 mpg_event_clear (MpgEvent *self)
@@ -267,6 +277,8 @@ wait_internal (MpgEvent      *self,
  * Returns: %TRUE if the flag was up, or was raised during the wait;
  *   %FALSE with %MPG_ERROR_TIMEOUT if @timeout_msec passed first (Python
  *   returns `False`), or %G_IO_ERROR_CANCELLED
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_event_wait (MpgEvent      *self,
@@ -306,6 +318,8 @@ wait_thread (gpointer      source,
  *
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED.
+ *
+ * Since: 1.0
  */
 void
 mpg_event_wait_async (MpgEvent            *self,
@@ -336,6 +350,8 @@ mpg_event_wait_async (MpgEvent            *self,
  * Completes [method@Mpg.Event.wait_async].
  *
  * Returns: %TRUE if the flag was up; %FALSE with @error set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_event_wait_finish (MpgEvent      *self,
@@ -360,6 +376,8 @@ mpg_event_wait_finish (MpgEvent      *self,
  *
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_event_to_handle (MpgEvent     *self,
@@ -388,6 +406,8 @@ mpg_event_to_handle (MpgEvent     *self,
  *
  * Returns: (transfer full): the event, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
+ *
+ * Since: 1.0
  */
 MpgEvent *
 mpg_event_new_from_handle (GVariant     *handle,

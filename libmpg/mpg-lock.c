@@ -78,6 +78,8 @@
  * file system or in `/dev/shm`: the kernel frees the page when the last
  * process that has it is gone. Each lock costs one file descriptor in each
  * process that holds it.
+ *
+ * Since: 1.0
  */
 
 /**
@@ -88,6 +90,8 @@
  * and must release it as many times. Only that thread may release it.
  * Everything else is as [class@Mpg.Lock], its parent class, including
  * what happens when the holding process dies.
+ *
+ * Since: 1.0
  */
 
 /* The lock is its word: 0 when free, else the holder's pid, with
@@ -219,6 +223,8 @@ mpg_lock_class_init (MpgLockClass *klass)
    * MpgLock:recursive:
    *
    * Whether the lock is an [class@Mpg.RLock].
+   *
+   * Since: 1.0
    */
   properties[PROP_RECURSIVE] =
     g_param_spec_boolean ("recursive", NULL, NULL,
@@ -265,6 +271,8 @@ check_ready (MpgLock  *self,
  *
  * Returns: (transfer full): the lock, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgLock *
 mpg_lock_new (GError **error)
@@ -281,6 +289,8 @@ mpg_lock_new (GError **error)
  *
  * Returns: (transfer full): the lock, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgRLock *
 mpg_rlock_new (GError **error)
@@ -295,6 +305,8 @@ mpg_rlock_new (GError **error)
  * Gets whether @self is an [class@Mpg.RLock].
  *
  * Returns: %TRUE for a recursive lock
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_lock_get_recursive (MpgLock *self)
@@ -454,6 +466,8 @@ out:
  * Returns: %TRUE if the lock was acquired; %FALSE with %MPG_ERROR_TIMEOUT
  *   if @timeout_msec passed first (Python returns `False`), or
  *   %G_IO_ERROR_CANCELLED
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_lock_acquire (MpgLock       *self,
@@ -507,6 +521,8 @@ acquire_thread (gpointer      source,
  *
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, without the lock.
+ *
+ * Since: 1.0
  */
 void
 mpg_lock_acquire_async (MpgLock             *self,
@@ -546,6 +562,8 @@ mpg_lock_acquire_async (MpgLock             *self,
  *
  * Returns: %TRUE if the lock is now held by the thread that called
  *   [method@Mpg.Lock.acquire_async]; %FALSE with @error set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_lock_acquire_finish (MpgLock       *self,
@@ -581,6 +599,8 @@ mpg_lock_acquire_finish (MpgLock       *self,
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   lock is not held (Python's `ValueError`), or if an [class@Mpg.RLock]
  *   is not held by the calling thread (Python's `AssertionError`)
+ *
+ * Since: 1.0
  */
 /* Gives the word back, waking the sleepers if any. */
 static void
@@ -666,6 +686,8 @@ _mpg_lock_release_all (MpgLock  *self,
  * acquired it last, if it has not been released since.
  *
  * Returns: %TRUE if the calling thread holds @self
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_lock_is_mine (MpgLock *self)
@@ -692,6 +714,8 @@ mpg_lock_is_mine (MpgLock *self)
  * the recursion depth for an [class@Mpg.RLock], whoever holds it.
  *
  * Returns: the count
+ *
+ * Since: 1.0
  */
 guint
 mpg_lock_get_count (MpgLock *self)
@@ -727,6 +751,8 @@ mpg_lock_get_count (MpgLock *self)
  *
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_lock_to_handle (MpgLock      *self,
@@ -759,6 +785,8 @@ mpg_lock_to_handle (MpgLock      *self,
  *
  * Returns: (transfer full): the lock, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe a lock
+ *
+ * Since: 1.0
  */
 MpgLock *
 mpg_lock_new_from_handle (GVariant     *handle,

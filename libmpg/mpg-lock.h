@@ -29,6 +29,8 @@ G_DECLARE_DERIVABLE_TYPE (MpgLock, mpg_lock, MPG, LOCK, GObject)
  *
  * The class of [class@Mpg.Lock] and [class@Mpg.RLock]. It cannot be
  * derived from outside libmpg.
+ *
+ * Since: 1.0
  */
 struct _MpgLockClass
 {

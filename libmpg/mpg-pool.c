@@ -90,6 +90,8 @@
  * disposing of the pool kill the workers and reap them.
  *
  * Workers are daemon processes: a task cannot start an [class@Mpg.Process].
+ *
+ * Since: 1.0
  */
 
 /**
@@ -98,6 +100,8 @@
  * The results of [method@Mpg.Pool.imap] or [method@Mpg.Pool.imap_unordered],
  * one at a time, as they arrive. Disposing of an iterator stops dispatching
  * the items it has not started.
+ *
+ * Since: 1.0
  */
 
 #define MAX_MESSAGE MPG_WIRE_DEFAULT_MAX
@@ -2360,6 +2364,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * construction for [func@Mpg.cpu_count], or with the MPI backend in a
    * job started by an MPI launcher, for one worker per rank other than
    * rank 0; reads back the number in use.
+   *
+   * Since: 1.0
    */
   properties[PROP_PROCESSES] =
     g_param_spec_uint ("processes", NULL, NULL, 0, G_MAXUINT16, 0,
@@ -2411,6 +2417,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * pool is made; reads back the method in use. It can be changed until the
    * pool's first call (functions added before with
    * [method@Mpg.Pool.add_function] keep the name they got, if any).
+   *
+   * Since: 1.0
    */
   properties[PROP_START_METHOD] =
     g_param_spec_enum ("start-method", NULL, NULL, MPG_TYPE_START_METHOD,
@@ -2422,6 +2430,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    *
    * How many chunks of tasks a worker runs before it is replaced by a new
    * one; 0 (the default) for no limit.
+   *
+   * Since: 1.0
    */
   properties[PROP_MAXTASKSPERCHILD] =
     g_param_spec_uint ("maxtasksperchild", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2434,6 +2444,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * limit. A chunk of n items may run n times as long. A worker running a
    * task longer is killed and replaced, and the task's call fails with
    * %MPG_ERROR_TIMEOUT. Applies to tasks dispatched after it is set.
+   *
+   * Since: 1.0
    */
   properties[PROP_TASK_TIMEOUT] =
     g_param_spec_uint ("task-timeout", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2446,6 +2458,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * another worker, before its call fails with %MPG_ERROR_WORKER_DIED.
    * 0 (the default) runs nothing twice. Only useful for tasks that can
    * safely run more than once.
+   *
+   * Since: 1.0
    */
   properties[PROP_RETRIES] =
     g_param_spec_uint ("retries", NULL, NULL, 0, G_MAXUINT8, 0,
@@ -2455,6 +2469,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * MpgPool:tasks-submitted:
    *
    * How many tasks (items) calls have submitted to the pool. Not notified.
+   *
+   * Since: 1.0
    */
   properties[PROP_TASKS_SUBMITTED] =
     g_param_spec_uint64 ("tasks-submitted", NULL, NULL, 0, G_MAXUINT64, 0,
@@ -2465,6 +2481,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    *
    * How many tasks (items) have finished, successfully or not. Not
    * notified: see [signal@Mpg.Pool::progress].
+   *
+   * Since: 1.0
    */
   properties[PROP_TASKS_COMPLETED] =
     g_param_spec_uint64 ("tasks-completed", NULL, NULL, 0, G_MAXUINT64, 0,
@@ -2475,6 +2493,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    *
    * How many workers have been replaced because they died, timed out or
    * reached [property@Mpg.Pool:maxtasksperchild]. Not notified.
+   *
+   * Since: 1.0
    */
   properties[PROP_WORKERS_REPLACED] =
     g_param_spec_uint ("workers-replaced", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2494,6 +2514,8 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * [method@Mpg.Pool.apply_async]), in the thread-default main context of
    * the call, always before the call's callback. Use
    * g_async_result_get_user_data() on @call to tell calls apart.
+   *
+   * Since: 1.0
    */
   signals[SIGNAL_PROGRESS] =
     g_signal_new ("progress", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
@@ -2526,6 +2548,8 @@ mpg_pool_init (MpgPool *self)
  * Creates a pool. No process is forked until a call needs one.
  *
  * Returns: (transfer full): a new pool
+ *
+ * Since: 1.0
  */
 MpgPool *
 mpg_pool_new (guint processes)
@@ -2556,6 +2580,8 @@ mpg_pool_new (guint processes)
  * with "Pool initializer failed: ".
  *
  * Returns: (transfer full): a new pool
+ *
+ * Since: 1.0
  */
 MpgPool *
 mpg_pool_new_full (guint           processes,
@@ -2583,7 +2609,11 @@ mpg_pool_new_full (guint           processes,
  * mpg_pool_get_processes:
  * @self: a pool
  *
+ * Gets the number of worker processes: [property@Mpg.Pool:processes].
+ *
  * Returns: the number of worker processes
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_get_processes (MpgPool *self)
@@ -2653,6 +2683,8 @@ mpg_pool_set_initializer (MpgPool        *self,
  * receives as its user data. Without a name, these start methods use the
  * exported symbol of the C initializer. Call it before the pool's first
  * call.
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_set_initializer_name (MpgPool     *self,
@@ -2673,6 +2705,8 @@ mpg_pool_set_initializer_name (MpgPool     *self,
  * mpg_pool_get_backend:
  * @self: a pool
  *
+ * Gets where the pool's workers run: [property@Mpg.Pool:backend].
+ *
  * Returns: where the pool's workers run (never %MPG_POOL_BACKEND_AUTO)
  *
  * Since: 1.0
@@ -2688,7 +2722,11 @@ mpg_pool_get_backend (MpgPool *self)
  * mpg_pool_get_start_method:
  * @self: a pool
  *
+ * Gets how the pool starts its workers: [property@Mpg.Pool:start-method].
+ *
  * Returns: how the pool starts its workers
+ *
+ * Since: 1.0
  */
 MpgStartMethod
 mpg_pool_get_start_method (MpgPool *self)
@@ -2701,7 +2739,12 @@ mpg_pool_get_start_method (MpgPool *self)
  * mpg_pool_get_maxtasksperchild:
  * @self: a pool
  *
+ * Gets how many chunks a worker runs before it is replaced:
+ * [property@Mpg.Pool:maxtasksperchild].
+ *
  * Returns: the value of [property@Mpg.Pool:maxtasksperchild]
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_get_maxtasksperchild (MpgPool *self)
@@ -2714,7 +2757,11 @@ mpg_pool_get_maxtasksperchild (MpgPool *self)
  * mpg_pool_get_task_timeout:
  * @self: a pool
  *
+ * Gets how long a task may run: [property@Mpg.Pool:task-timeout].
+ *
  * Returns: the value of [property@Mpg.Pool:task-timeout], in milliseconds
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_get_task_timeout (MpgPool *self)
@@ -2730,6 +2777,8 @@ mpg_pool_get_task_timeout (MpgPool *self)
  *   limit
  *
  * Sets [property@Mpg.Pool:task-timeout].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_set_task_timeout (MpgPool *self,
@@ -2751,7 +2800,12 @@ mpg_pool_set_task_timeout (MpgPool *self,
  * mpg_pool_get_retries:
  * @self: a pool
  *
+ * Gets how many times a task whose worker died runs again:
+ * [property@Mpg.Pool:retries].
+ *
  * Returns: the value of [property@Mpg.Pool:retries]
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_get_retries (MpgPool *self)
@@ -2766,6 +2820,8 @@ mpg_pool_get_retries (MpgPool *self)
  * @retries: how many times a chunk whose worker died runs again
  *
  * Sets [property@Mpg.Pool:retries].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_set_retries (MpgPool *self,
@@ -2788,7 +2844,12 @@ mpg_pool_set_retries (MpgPool *self,
  * mpg_pool_get_tasks_submitted:
  * @self: a pool
  *
+ * Gets how many tasks were submitted to the pool:
+ * [property@Mpg.Pool:tasks-submitted].
+ *
  * Returns: the value of [property@Mpg.Pool:tasks-submitted]
+ *
+ * Since: 1.0
  */
 guint64
 mpg_pool_get_tasks_submitted (MpgPool *self)
@@ -2807,7 +2868,12 @@ mpg_pool_get_tasks_submitted (MpgPool *self)
  * mpg_pool_get_tasks_completed:
  * @self: a pool
  *
+ * Gets how many tasks the pool completed: [property@Mpg.Pool:tasks-
+ * completed].
+ *
  * Returns: the value of [property@Mpg.Pool:tasks-completed]
+ *
+ * Since: 1.0
  */
 guint64
 mpg_pool_get_tasks_completed (MpgPool *self)
@@ -2826,7 +2892,12 @@ mpg_pool_get_tasks_completed (MpgPool *self)
  * mpg_pool_get_workers_replaced:
  * @self: a pool
  *
+ * Gets how many workers died and were replaced:
+ * [property@Mpg.Pool:workers-replaced].
+ *
  * Returns: the value of [property@Mpg.Pool:workers-replaced]
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_get_workers_replaced (MpgPool *self)
@@ -2848,6 +2919,8 @@ mpg_pool_get_workers_replaced (MpgPool *self)
  * Lists the process ids of the pool's live workers.
  *
  * Returns: (transfer full) (element-type gint): the pids
+ *
+ * Since: 1.0
  */
 GArray *
 mpg_pool_dup_worker_pids (MpgPool *self)
@@ -2926,6 +2999,8 @@ add_function (MpgPool        *self,
  *
  * Returns: the function's id, for the calls and
  *   [method@Mpg.Pool.remove_function]
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_add_function (MpgPool        *self,
@@ -2990,6 +3065,8 @@ mpg_pool_add_chunk_function (MpgPool        *self,
  * never needs workers to be replaced.
  *
  * Returns: the function's id
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_add_named_function (MpgPool    *self,
@@ -3031,6 +3108,8 @@ mpg_pool_add_named_chunk_function (MpgPool    *self,
  *
  * Forgets @function: later calls with its id fail. Calls already made
  * finish.
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_remove_function (MpgPool *self,
@@ -3515,6 +3594,8 @@ call_finish (MpgPool       *self,
  * Python's `Pool.apply()`.
  *
  * Returns: (transfer full): the result, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_apply (MpgPool       *self,
@@ -3547,6 +3628,8 @@ mpg_pool_apply (MpgPool       *self,
  *
  * Runs @function with @arg in a worker, as Python's `Pool.apply_async()`.
  * Get the result with [method@Mpg.Pool.apply_finish].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_apply_async (MpgPool             *self,
@@ -3577,6 +3660,8 @@ mpg_pool_apply_async (MpgPool             *self,
  * Finishes [method@Mpg.Pool.apply_async].
  *
  * Returns: (transfer full): the result, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_apply_finish (MpgPool       *self,
@@ -3606,6 +3691,8 @@ mpg_pool_apply_finish (MpgPool       *self,
  * every item has run.
  *
  * Returns: (transfer full): the results, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_map (MpgPool       *self,
@@ -3644,6 +3731,8 @@ mpg_pool_map (MpgPool       *self,
  * each chunk. Cancelling @cancellable stops dispatching the call's items
  * and fails it with %G_IO_ERROR_CANCELLED at once; the pool stays usable.
  * Get the results with [method@Mpg.Pool.map_finish].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_map_async (MpgPool             *self,
@@ -3676,6 +3765,8 @@ mpg_pool_map_async (MpgPool             *self,
  *
  * Returns: (transfer full): the results, as [method@Mpg.Pool.map] gives
  *   them, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_map_finish (MpgPool       *self,
@@ -3701,6 +3792,8 @@ mpg_pool_map_finish (MpgPool       *self,
  * receives whole (bindings unpack it into arguments).
  *
  * Returns: (transfer full): the results, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_starmap (MpgPool       *self,
@@ -3736,6 +3829,8 @@ mpg_pool_starmap (MpgPool       *self,
  * As [method@Mpg.Pool.map_async], with tuples as
  * [method@Mpg.Pool.starmap]. Get the results with
  * [method@Mpg.Pool.starmap_finish].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_starmap_async (MpgPool             *self,
@@ -3767,6 +3862,8 @@ mpg_pool_starmap_async (MpgPool             *self,
  * Finishes [method@Mpg.Pool.starmap_async].
  *
  * Returns: (transfer full): the results, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_pool_starmap_finish (MpgPool       *self,
@@ -3813,6 +3910,8 @@ imap_common (MpgPool   *self,
  * [method@Mpg.PoolIterator.next] for that item only.
  *
  * Returns: (transfer full): an iterator, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgPoolIterator *
 mpg_pool_imap (MpgPool   *self,
@@ -3840,6 +3939,8 @@ mpg_pool_imap (MpgPool   *self,
  * order they finish, as Python's `Pool.imap_unordered()`.
  *
  * Returns: (transfer full): an iterator, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgPoolIterator *
 mpg_pool_imap_unordered (MpgPool   *self,
@@ -3861,6 +3962,8 @@ mpg_pool_imap_unordered (MpgPool   *self,
  * Stops the pool from taking new calls (they fail with
  * %MPG_ERROR_INVALID_STATE). Calls already made complete; then the workers
  * exit. As Python's `Pool.close()`.
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_close (MpgPool *self)
@@ -3882,6 +3985,8 @@ mpg_pool_close (MpgPool *self)
  * those still there) and fails every unfinished call with
  * %MPG_ERROR_CLOSED, as Python's `Pool.terminate()` (whose pending results
  * never complete). Disposing of a pool terminates it.
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_terminate (MpgPool *self)
@@ -3928,6 +4033,8 @@ mpg_pool_terminate (MpgPool *self)
  * %MPG_ERROR_TIMEOUT.
  *
  * Returns: %TRUE when the workers are gone
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_pool_join (MpgPool  *self,
@@ -4075,6 +4182,8 @@ nothing:
  * when @cancellable was cancelled.
  *
  * Returns: %TRUE unless @error is set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_pool_iterator_next (MpgPoolIterator  *self,
@@ -4225,6 +4334,8 @@ next_cancelled_cb (GCancellable *cancellable,
  * [method@Mpg.PoolIterator.next]. Only one may be pending at a time
  * (%G_IO_ERROR_PENDING otherwise). Finish with
  * [method@Mpg.PoolIterator.next_finish].
+ *
+ * Since: 1.0
  */
 void
 mpg_pool_iterator_next_async (MpgPoolIterator     *self,
@@ -4277,6 +4388,8 @@ mpg_pool_iterator_next_async (MpgPoolIterator     *self,
  * [method@Mpg.PoolIterator.next].
  *
  * Returns: %TRUE unless @error is set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_pool_iterator_next_finish (MpgPoolIterator  *self,
@@ -4309,7 +4422,11 @@ mpg_pool_iterator_next_finish (MpgPoolIterator  *self,
  * mpg_pool_iterator_get_length:
  * @self: an iterator
  *
+ * Gets the number of items of the iterator's call.
+ *
  * Returns: how many items the iterator's call has
+ *
+ * Since: 1.0
  */
 guint
 mpg_pool_iterator_get_length (MpgPoolIterator *self)

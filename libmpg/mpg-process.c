@@ -90,6 +90,8 @@
  * then waits for all its children, as Python does.
  *
  * Setting `G_MESSAGES_DEBUG=Mpg` logs each fork, exit and reap.
+ *
+ * Since: 1.0
  */
 
 typedef enum
@@ -608,6 +610,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    * counts the processes created by this process (`Process-1:2` for the
    * second one created by `Process-1`), and `MainProcess` for the object
    * [func@Mpg.current_process] returns in the main process.
+   *
+   * Since: 1.0
    */
   properties[PROP_NAME] =
     g_param_spec_string ("name", NULL, NULL,
@@ -621,6 +625,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    * are a tuple: `g_variant_new ("(s)", "bob")` is `args=('bob',)`.
    *
    * It can only be changed before the process is started.
+   *
+   * Since: 1.0
    */
   properties[PROP_ARGS] =
     g_param_spec_variant ("args", NULL, NULL,
@@ -634,6 +640,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    * waited for, when its parent exits. A daemon process cannot start
    * processes of its own. Inherited from the creating process; it can
    * only be changed before the process is started.
+   *
+   * Since: 1.0
    */
   properties[PROP_DAEMON] =
     g_param_spec_boolean ("daemon", NULL, NULL,
@@ -646,6 +654,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    * How the child will be started. %MPG_START_METHOD_DEFAULT (the default)
    * uses [func@Mpg.get_start_method] at start time. It can only be changed
    * before the process is started.
+   *
+   * Since: 1.0
    */
   properties[PROP_START_METHOD] =
     g_param_spec_enum ("start-method", NULL, NULL,
@@ -657,6 +667,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    * MpgProcess:pid:
    *
    * The child's process ID once started; 0 before (Python's `None`).
+   *
+   * Since: 1.0
    */
   properties[PROP_PID] =
     g_param_spec_int ("pid", NULL, NULL,
@@ -673,6 +685,8 @@ mpg_process_class_init (MpgProcessClass *klass)
    *
    * It is notified when the child is reaped: by a join, by
    * [method@Mpg.Process.is_alive], or by reading this property.
+   *
+   * Since: 1.0
    */
   properties[PROP_EXITCODE] =
     g_param_spec_int ("exitcode", NULL, NULL,
@@ -727,6 +741,8 @@ mpg_process_init (MpgProcess *self)
  * rest of the parent's memory; @user_data_free runs in the parent only.
  *
  * Returns: (transfer full): a new process
+ *
+ * Since: 1.0
  */
 MpgProcess *
 mpg_process_new (GVariant       *args,
@@ -776,6 +792,8 @@ check_not_started (MpgProcess  *self,
  * Sets the function that the default [vfunc@Mpg.Process.run] calls in the
  * child. It can only be changed before the process is started; afterwards
  * the call is refused with a critical warning.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_target (MpgProcess     *self,
@@ -807,6 +825,8 @@ mpg_process_set_target (MpgProcess     *self,
  * Gets [property@Mpg.Process:args].
  *
  * Returns: (transfer none) (nullable): the target's argument
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_process_get_args (MpgProcess *self)
@@ -824,6 +844,8 @@ mpg_process_get_args (MpgProcess *self)
  * @args: (nullable): the argument, or %NULL; a floating reference is sunk
  *
  * Sets [property@Mpg.Process:args]. Only before the process is started.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_args (MpgProcess *self,
@@ -856,6 +878,8 @@ mpg_process_set_args (MpgProcess *self,
  * Gets [property@Mpg.Process:name].
  *
  * Returns: the name
+ *
+ * Since: 1.0
  */
 const char *
 mpg_process_get_name (MpgProcess *self)
@@ -874,6 +898,8 @@ mpg_process_get_name (MpgProcess *self)
  *
  * Sets [property@Mpg.Process:name]. The name can change at any time; it
  * has no meaning for the library.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_name (MpgProcess *self,
@@ -902,6 +928,8 @@ mpg_process_set_name (MpgProcess *self,
  * Gets [property@Mpg.Process:daemon].
  *
  * Returns: whether the process is a daemon
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_get_daemon (MpgProcess *self)
@@ -919,6 +947,8 @@ mpg_process_get_daemon (MpgProcess *self)
  * @daemon: whether the process is a daemon
  *
  * Sets [property@Mpg.Process:daemon]. Only before the process is started.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_daemon (MpgProcess *self,
@@ -944,6 +974,8 @@ mpg_process_set_daemon (MpgProcess *self,
  * Gets [property@Mpg.Process:start-method].
  *
  * Returns: the start method
+ *
+ * Since: 1.0
  */
 MpgStartMethod
 mpg_process_get_start_method (MpgProcess *self)
@@ -962,6 +994,8 @@ mpg_process_get_start_method (MpgProcess *self)
  *
  * Sets [property@Mpg.Process:start-method]. Only before the process is
  * started.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_start_method (MpgProcess     *self,
@@ -987,6 +1021,8 @@ mpg_process_set_start_method (MpgProcess     *self,
  * Gets [property@Mpg.Process:pid].
  *
  * Returns: the process ID, or 0 if the process has not been started
+ *
+ * Since: 1.0
  */
 gint
 mpg_process_get_pid (MpgProcess *self)
@@ -1010,6 +1046,8 @@ mpg_process_get_pid (MpgProcess *self)
  *
  * Returns: the exit code, or %MPG_PROCESS_EXITCODE_NONE if the process has
  *   not been started or has not ended
+ *
+ * Since: 1.0
  */
 gint
 mpg_process_get_exitcode (MpgProcess *self)
@@ -1038,6 +1076,8 @@ mpg_process_get_exitcode (MpgProcess *self)
  * do not close it.
  *
  * Returns: the fd, or -1 if the process has not been started or is closed
+ *
+ * Since: 1.0
  */
 gint
 mpg_process_get_sentinel (MpgProcess *self)
@@ -1071,6 +1111,8 @@ mpg_process_get_sentinel (MpgProcess *self)
  *
  * Returns: (transfer full) (nullable): the result, or %NULL for none or on
  *   error
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_process_run (MpgProcess  *self,
@@ -1406,6 +1448,8 @@ _mpg_process_spawned_main (void)
  * [func@Mpg.set_task_dispatcher]): a C symbol by default, a Python
  * `module:qualname` in Python. Without a name, the spawn start method
  * uses the exported symbol of the C target, if it has one.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_target_name (MpgProcess *self,
@@ -1432,6 +1476,8 @@ mpg_process_set_target_name (MpgProcess *self,
  * inherits every fd anyway; with spawn they are sent to the child, whose
  * target gets them as its user data. The process lets go of the list once
  * the child is started.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_set_fd_list (MpgProcess  *self,
@@ -1464,6 +1510,8 @@ mpg_process_set_fd_list (MpgProcess  *self,
  * ended and that nobody joined.
  *
  * Returns: %TRUE if the child was started
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_start (MpgProcess  *self,
@@ -1581,6 +1629,8 @@ pidfd_is_readable (int pidfd)
  * reaps the child if it has ended. The main process is always alive.
  *
  * Returns: %TRUE if the process is running
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_is_alive (MpgProcess *self)
@@ -1890,6 +1940,8 @@ join_async_internal (MpgProcess          *self,
  * with %G_IO_ERROR_CANCELLED. Several joins may wait at once, from any
  * threads. The parent process (from [func@Mpg.parent_process]) can be
  * joined too: the join completes when it ends.
+ *
+ * Since: 1.0
  */
 void
 mpg_process_join_async (MpgProcess          *self,
@@ -1913,6 +1965,8 @@ mpg_process_join_async (MpgProcess          *self,
  *
  * Returns: %TRUE if the process has ended; %FALSE with @error set if the
  *   join failed or was cancelled
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_join_finish (MpgProcess    *self,
@@ -2070,6 +2124,8 @@ join_blocking (MpgProcess    *self,
  * calling process itself, is %MPG_ERROR_INVALID_STATE.
  *
  * Returns: %TRUE if the process has ended
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_join (MpgProcess    *self,
@@ -2145,6 +2201,8 @@ send_signal (MpgProcess  *self,
  *
  * Returns: %TRUE on success; %FALSE if the process was not started or is
  *   closed
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_terminate (MpgProcess  *self,
@@ -2166,6 +2224,8 @@ mpg_process_terminate (MpgProcess  *self,
  *
  * Returns: %TRUE on success; %FALSE if the process was not started or is
  *   closed
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_kill (MpgProcess  *self,
@@ -2188,6 +2248,8 @@ mpg_process_kill (MpgProcess  *self,
  *
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   child is still running
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_process_close (MpgProcess  *self,
@@ -2244,6 +2306,8 @@ mpg_process_close (MpgProcess  *self,
  *
  * Returns: (transfer full) (nullable): the result, or %NULL if the target
  *   returned none or on error
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_process_dup_result (MpgProcess  *self,
@@ -2280,6 +2344,8 @@ mpg_process_dup_result (MpgProcess  *self,
  * in the main process, an object named `MainProcess`.
  *
  * Returns: (transfer none): the current process
+ *
+ * Since: 1.0
  */
 MpgProcess *
 mpg_current_process (void)
@@ -2323,6 +2389,8 @@ mpg_current_process (void)
  * parent ends.
  *
  * Returns: (transfer none) (nullable): the parent process, or %NULL
+ *
+ * Since: 1.0
  */
 MpgProcess *
 mpg_parent_process (void)
@@ -2370,6 +2438,8 @@ mpg_parent_process (void)
  * that have ended.
  *
  * Returns: (transfer full) (element-type MpgProcess): the running children
+ *
+ * Since: 1.0
  */
 GList *
 mpg_active_children (void)

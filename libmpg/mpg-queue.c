@@ -156,6 +156,8 @@
  * not interrupt a blocking call in another thread (cancel its
  * #GCancellable for that); pending [method@Mpg.Queue.get_async] calls fail
  * with %MPG_ERROR_CLOSED and watches stop.
+ *
+ * Since: 1.0
  */
 
 #define SHM_MAGIC      0x5147504du     /* "MPGQ" little endian */
@@ -604,6 +606,8 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * a full bounded queue blocks, or fails with %MPG_ERROR_FULL; a put into
    * an unbounded queue never does (what the socket has no room for waits
    * in the memory of the process that put it).
+   *
+   * Since: 1.0
    */
   properties[PROP_MAXSIZE] =
     g_param_spec_uint ("maxsize", NULL, NULL,
@@ -615,6 +619,8 @@ mpg_queue_class_init (MpgQueueClass *klass)
    *
    * Whether the queue counts unfinished tasks, as Python's `JoinableQueue`:
    * see [method@Mpg.Queue.task_done] and [method@Mpg.Queue.join].
+   *
+   * Since: 1.0
    */
   properties[PROP_JOINABLE] =
     g_param_spec_boolean ("joinable", NULL, NULL,
@@ -628,6 +634,8 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * process puts or accepts. A larger one fails with %MPG_ERROR_TOO_LARGE
    * (on the getting side the message is dropped). It is a setting of this
    * process's queue object, not of the shared queue.
+   *
+   * Since: 1.0
    */
   properties[PROP_MAX_MESSAGE_SIZE] =
     g_param_spec_uint64 ("max-message-size", NULL, NULL,
@@ -679,6 +687,8 @@ mpg_queue_init (MpgQueue *self)
  *
  * Returns: (transfer full): a new queue, or %NULL with @error set if the
  *   system is out of file descriptors or memory
+ *
+ * Since: 1.0
  */
 MpgQueue *
 mpg_queue_new (guint    maxsize,
@@ -701,6 +711,8 @@ mpg_queue_new (guint    maxsize,
  * and [method@Mpg.Queue.join] waits until none is left.
  *
  * Returns: (transfer full): a new queue, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgQueue *
 mpg_queue_new_joinable (guint    maxsize,
@@ -719,6 +731,8 @@ mpg_queue_new_joinable (guint    maxsize,
  * Gets [property@Mpg.Queue:maxsize].
  *
  * Returns: the most messages the queue holds, or 0 for no bound
+ *
+ * Since: 1.0
  */
 guint
 mpg_queue_get_maxsize (MpgQueue *self)
@@ -735,6 +749,8 @@ mpg_queue_get_maxsize (MpgQueue *self)
  * Gets [property@Mpg.Queue:joinable].
  *
  * Returns: whether the queue is joinable
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_get_joinable (MpgQueue *self)
@@ -751,6 +767,8 @@ mpg_queue_get_joinable (MpgQueue *self)
  * Gets [property@Mpg.Queue:max-message-size].
  *
  * Returns: the largest message this process puts or accepts, in bytes
+ *
+ * Since: 1.0
  */
 gsize
 mpg_queue_get_max_message_size (MpgQueue *self)
@@ -766,6 +784,8 @@ mpg_queue_get_max_message_size (MpgQueue *self)
  * @max_message_size: the largest message, in bytes
  *
  * Sets [property@Mpg.Queue:max-message-size].
+ *
+ * Since: 1.0
  */
 void
 mpg_queue_set_max_message_size (MpgQueue *self,
@@ -1565,6 +1585,8 @@ put_internal (MpgQueue      *self,
  * slot), %MPG_ERROR_CLOSED after [method@Mpg.Queue.close].
  *
  * Returns: %TRUE if the message was put
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_put (MpgQueue      *self,
@@ -1599,6 +1621,8 @@ mpg_queue_put (MpgQueue      *self,
  * of them from [method@Mpg.Queue.get_with_fds]. @fd_list keeps its own.
  *
  * Returns: %TRUE if the message was put
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_put_with_fds (MpgQueue      *self,
@@ -1681,6 +1705,8 @@ get_internal (MpgQueue      *self,
  * %MPG_ERROR_TOO_LARGE or %MPG_ERROR_PROTOCOL.
  *
  * Returns: (transfer full): the message, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_queue_get (MpgQueue      *self,
@@ -1711,6 +1737,8 @@ mpg_queue_get (MpgQueue      *self,
  * with the message: its handles (`h`) index @out_fd_list.
  *
  * Returns: (transfer full): the message, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_queue_get_with_fds (MpgQueue      *self,
@@ -1891,6 +1919,8 @@ get_async_ready (MpgQueue     *self,
  * Cancelling @cancellable fails the call with %G_IO_ERROR_CANCELLED at
  * once, and no message is taken. [method@Mpg.Queue.close] fails it with
  * %MPG_ERROR_CLOSED.
+ *
+ * Since: 1.0
  */
 void
 mpg_queue_get_async (MpgQueue            *self,
@@ -1933,6 +1963,8 @@ mpg_queue_get_async (MpgQueue            *self,
  * Completes [method@Mpg.Queue.get_async].
  *
  * Returns: (transfer full): the message, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_queue_get_finish (MpgQueue      *self,
@@ -2002,6 +2034,8 @@ watch_dispatch (MpgQueue     *self,
  *
  * Returns: the ID of the watch's #GSource in its main context, or 0 if
  *   the queue is closed
+ *
+ * Since: 1.0
  */
 guint
 mpg_queue_add_watch (MpgQueue          *self,
@@ -2052,6 +2086,8 @@ mpg_queue_add_watch (MpgQueue          *self,
  * buffer.
  *
  * Returns: the number of messages in the queue, 0 if it is closed
+ *
+ * Since: 1.0
  */
 guint
 mpg_queue_qsize (MpgQueue *self)
@@ -2079,6 +2115,8 @@ mpg_queue_qsize (MpgQueue *self)
  * [method@Mpg.Queue.join_thread]) are not in the socket yet.
  *
  * Returns: %TRUE if no message is waiting, or the queue is closed
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_empty (MpgQueue *self)
@@ -2108,6 +2146,8 @@ mpg_queue_empty (MpgQueue *self)
  * `full()`. An unbounded queue is never full.
  *
  * Returns: %TRUE if the queue is full; %FALSE if it is closed
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_full (MpgQueue *self)
@@ -2138,6 +2178,8 @@ mpg_queue_full (MpgQueue *self)
  * ([method@Mpg.Queue.join_thread] waits for that).
  *
  * Closing a closed queue does nothing. Finalising the object closes it.
+ *
+ * Since: 1.0
  */
 void
 mpg_queue_close (MpgQueue *self)
@@ -2177,6 +2219,8 @@ mpg_queue_close (MpgQueue *self)
  * it is called more times than messages were put.
  *
  * Returns: %TRUE on success
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_task_done (MpgQueue  *self,
@@ -2237,6 +2281,8 @@ mpg_queue_task_done (MpgQueue  *self,
  * 50 ms), and %MPG_ERROR_INVALID_STATE if the queue is not joinable.
  *
  * Returns: %TRUE once no task is unfinished
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_join (MpgQueue      *self,
@@ -2310,6 +2356,8 @@ mpg_queue_join (MpgQueue      *self,
  * 50 ms); the feeder goes on.
  *
  * Returns: %TRUE once nothing is left to send
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_queue_join_thread (MpgQueue      *self,
@@ -2372,6 +2420,8 @@ mpg_queue_join_thread (MpgQueue      *self,
  * [method@Mpg.Queue.join_thread] returns at once afterwards. It holds for
  * this process only: a child started afterwards waits for its own
  * buffer again.
+ *
+ * Since: 1.0
  */
 void
 mpg_queue_cancel_join_thread (MpgQueue *self)
@@ -2406,6 +2456,8 @@ mpg_queue_cancel_join_thread (MpgQueue *self)
  *
  * Returns: (transfer full): a new `(hhh)` value (not floating), or %NULL
  *   with @error set
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_queue_to_handle (MpgQueue     *self,
@@ -2495,6 +2547,8 @@ check_shared_block (int      fd,
  * descriptors do not describe a queue.
  *
  * Returns: (transfer full): the queue, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgQueue *
 mpg_queue_new_from_handle (GVariant     *handle,

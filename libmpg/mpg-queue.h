@@ -33,6 +33,8 @@ G_DECLARE_FINAL_TYPE (MpgQueue, mpg_queue, MPG, QUEUE, GObject)
  * the queue.
  *
  * Returns: %G_SOURCE_CONTINUE to keep watching, %G_SOURCE_REMOVE to stop
+ *
+ * Since: 1.0
  */
 typedef gboolean (*MpgQueueWatchFunc) (MpgQueue *queue,
                                        GVariant *value,

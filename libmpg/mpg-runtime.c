@@ -25,6 +25,8 @@ static gint default_start_method = MPG_START_METHOD_FORK;
  * This is the default number of workers of a pool.
  *
  * Returns: the number of usable CPUs, at least 1
+ *
+ * Since: 1.0
  */
 guint
 mpg_cpu_count (void)
@@ -52,6 +54,8 @@ mpg_cpu_count (void)
  * It is %MPG_START_METHOD_FORK unless [func@Mpg.set_start_method] changed it.
  *
  * Returns: the default start method (never %MPG_START_METHOD_DEFAULT)
+ *
+ * Since: 1.0
  */
 MpgStartMethod
 mpg_get_start_method (void)
@@ -68,6 +72,8 @@ mpg_get_start_method (void)
  * the built-in default, %MPG_START_METHOD_FORK.
  *
  * Processes that are already running are not affected.
+ *
+ * Since: 1.0
  */
 void
 mpg_set_start_method (MpgStartMethod method)
@@ -98,6 +104,8 @@ mpg_set_start_method (MpgStartMethod method)
  *
  * The function is called with an internal lock held: it must not start
  * processes itself.
+ *
+ * Since: 1.0
  */
 void
 mpg_set_fork_func (MpgForkFunc    fork_func,

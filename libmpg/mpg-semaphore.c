@@ -58,6 +58,8 @@
  *
  * Like [class@Mpg.Lock], a semaphore is a page of shared memory and a file
  * descriptor in each process, with nothing left in the file system.
+ *
+ * Since: 1.0
  */
 
 #define MAX_HOLDERS 64
@@ -227,6 +229,8 @@ mpg_semaphore_class_init (MpgSemaphoreClass *klass)
    *
    * The number of units available: the initial value when constructing,
    * then what [method@Mpg.Semaphore.get_value] returns.
+   *
+   * Since: 1.0
    */
   properties[PROP_VALUE] =
     g_param_spec_uint ("value", NULL, NULL,
@@ -238,6 +242,8 @@ mpg_semaphore_class_init (MpgSemaphoreClass *klass)
    *
    * Whether a release that would raise the value above the initial value
    * fails, as with Python's `BoundedSemaphore`.
+   *
+   * Since: 1.0
    */
   properties[PROP_BOUNDED] =
     g_param_spec_boolean ("bounded", NULL, NULL,
@@ -274,6 +280,8 @@ check_ready (MpgSemaphore  *self,
  *
  * Returns: (transfer full): the semaphore, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgSemaphore *
 mpg_semaphore_new (guint    value,
@@ -295,6 +303,8 @@ mpg_semaphore_new (guint    value,
  *
  * Returns: (transfer full): the semaphore, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
+ *
+ * Since: 1.0
  */
 MpgSemaphore *
 mpg_semaphore_new_bounded (guint    value,
@@ -452,6 +462,8 @@ acquire_as (MpgSemaphore        *self,
  * Returns: %TRUE if a unit was taken; %FALSE with %MPG_ERROR_TIMEOUT if
  *   @timeout_msec passed first (Python returns `False`), or
  *   %G_IO_ERROR_CANCELLED
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_semaphore_acquire (MpgSemaphore  *self,
@@ -495,6 +507,8 @@ acquire_thread (gpointer      source,
  *
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, and no unit is taken.
+ *
+ * Since: 1.0
  */
 void
 mpg_semaphore_acquire_async (MpgSemaphore        *self,
@@ -529,6 +543,8 @@ mpg_semaphore_acquire_async (MpgSemaphore        *self,
  * Completes [method@Mpg.Semaphore.acquire_async].
  *
  * Returns: %TRUE if a unit was taken; %FALSE with @error set
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_semaphore_acquire_finish (MpgSemaphore  *self,
@@ -552,6 +568,8 @@ mpg_semaphore_acquire_finish (MpgSemaphore  *self,
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   semaphore is bounded and already at its initial value (Python's
  *   `ValueError`)
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_semaphore_release (MpgSemaphore  *self,
@@ -602,6 +620,8 @@ mpg_semaphore_release (MpgSemaphore  *self,
  * Units held by dead processes count once a waiter has given them back.
  *
  * Returns: the value
+ *
+ * Since: 1.0
  */
 guint
 mpg_semaphore_get_value (MpgSemaphore *self)
@@ -626,6 +646,8 @@ mpg_semaphore_get_value (MpgSemaphore *self)
  * Gets whether @self is bounded ([ctor@Mpg.Semaphore.new_bounded]).
  *
  * Returns: %TRUE for a bounded semaphore
+ *
+ * Since: 1.0
  */
 gboolean
 mpg_semaphore_get_bounded (MpgSemaphore *self)
@@ -645,6 +667,8 @@ mpg_semaphore_get_bounded (MpgSemaphore *self)
  *
  * Returns: the bound (0 for a semaphore that is not bounded, or bounded
  *   at 0: see [method@Mpg.Semaphore.get_bounded])
+ *
+ * Since: 1.0
  */
 guint
 mpg_semaphore_get_max_value (MpgSemaphore *self)
@@ -669,6 +693,8 @@ mpg_semaphore_get_max_value (MpgSemaphore *self)
  *
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_semaphore_to_handle (MpgSemaphore  *self,
@@ -697,6 +723,8 @@ mpg_semaphore_to_handle (MpgSemaphore  *self,
  *
  * Returns: (transfer full): the semaphore, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
+ *
+ * Since: 1.0
  */
 MpgSemaphore *
 mpg_semaphore_new_from_handle (GVariant     *handle,

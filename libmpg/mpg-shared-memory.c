@@ -97,6 +97,8 @@
  * A shared memory object is also a [iface@Gio.Initable]:
  * `g_initable_new (MPG_TYPE_SHARED_MEMORY, NULL, &error, "size", 4096, NULL)`
  * is [ctor@Mpg.SharedMemory.new].
+ *
+ * Since: 1.0
  */
 
 #define HANDLE_TYPE "(sth)"
@@ -301,6 +303,8 @@ mpg_shared_memory_class_init (MpgSharedMemoryClass *klass)
    * can find the memory by its name.
    *
    * A block rebuilt from a handle has the name that its creator gave it.
+   *
+   * Since: 1.0
    */
   properties[PROP_NAME] =
     g_param_spec_string ("name", NULL, NULL,
@@ -311,6 +315,8 @@ mpg_shared_memory_class_init (MpgSharedMemoryClass *klass)
    * MpgSharedMemory:size:
    *
    * The size of the memory in bytes, at least 1. It never changes.
+   *
+   * Since: 1.0
    */
   properties[PROP_SIZE] =
     g_param_spec_uint64 ("size", NULL, NULL,
@@ -342,6 +348,8 @@ mpg_shared_memory_init (MpgSharedMemory *self)
  * give the memory (too many open files, not enough memory).
  *
  * Returns: (transfer full): the shared memory, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgSharedMemory *
 mpg_shared_memory_new (const char  *name,
@@ -363,6 +371,8 @@ mpg_shared_memory_new (const char  *name,
  * Gets the name of the memory: see [property@Mpg.SharedMemory:name].
  *
  * Returns: (transfer none): the name
+ *
+ * Since: 1.0
  */
 const char *
 mpg_shared_memory_get_name (MpgSharedMemory *self)
@@ -379,6 +389,8 @@ mpg_shared_memory_get_name (MpgSharedMemory *self)
  * Gets the size of the memory in bytes, as Python's `shm.size`.
  *
  * Returns: the size
+ *
+ * Since: 1.0
  */
 gsize
 mpg_shared_memory_get_size (MpgSharedMemory *self)
@@ -398,6 +410,8 @@ mpg_shared_memory_get_size (MpgSharedMemory *self)
  * round. It is not a copy, and it stays valid until @self is finalized.
  *
  * Returns: (array length=out_size) (transfer none): the memory
+ *
+ * Since: 1.0
  */
 guint8 *
 mpg_shared_memory_get_data (MpgSharedMemory *self,
@@ -425,6 +439,8 @@ mpg_shared_memory_get_data (MpgSharedMemory *self,
  * them as a key in a hash table.
  *
  * Returns: (transfer full): the memory as bytes
+ *
+ * Since: 1.0
  */
 GBytes *
 mpg_shared_memory_get_bytes (MpgSharedMemory *self)
@@ -445,6 +461,8 @@ mpg_shared_memory_get_bytes (MpgSharedMemory *self)
  * shrinking and growing.
  *
  * Returns: the file descriptor
+ *
+ * Since: 1.0
  */
 int
 mpg_shared_memory_get_fd (MpgSharedMemory *self)
@@ -474,6 +492,8 @@ mpg_shared_memory_get_fd (MpgSharedMemory *self)
  *
  * Returns: (transfer full): a new `(sth)` value (not floating), or %NULL
  *   with @error set if @fd_list is full
+ *
+ * Since: 1.0
  */
 GVariant *
 mpg_shared_memory_to_handle (MpgSharedMemory  *self,
@@ -573,6 +593,8 @@ check_memfd (int       fd,
  * handle says. Otherwise this fails with %MPG_ERROR_PROTOCOL.
  *
  * Returns: (transfer full): the shared memory, or %NULL with @error set
+ *
+ * Since: 1.0
  */
 MpgSharedMemory *
 mpg_shared_memory_new_from_handle (GVariant     *handle,

@@ -39,6 +39,8 @@
  *
  * Task functions run by name must be exported: from a shared library, or
  * from the program linked with `-rdynamic` (meson: `export_dynamic: true`).
+ *
+ * Since: 1.0
  */
 void
 mpg_init (int    *argc,
@@ -55,6 +57,8 @@ mpg_init (int    *argc,
  * elsewhere returns at once. [func@Mpg.init] calls it; language bindings
  * whose workers start from a script of their own call it there, after
  * [func@Mpg.set_task_dispatcher].
+ *
+ * Since: 1.0
  */
 void
 mpg_worker_main (void)
@@ -134,6 +138,8 @@ static GDestroyNotify dispatcher_destroy;
  * [func@Mpg.worker_main]. `argv[0]` must be a path. The worker inherits
  * the environment (plus a variable that tells it it is a worker), stdin,
  * stdout and stderr, and no other fd.
+ *
+ * Since: 1.0
  */
 void
 mpg_set_spawn_command (const char * const *argv)
@@ -163,6 +169,8 @@ mpg_set_spawn_command (const char * const *argv)
  * tasks do: a runtime that needs the global default context to make
  * progress (JavaScript's `import()`, promises) must push that one while it
  * runs.
+ *
+ * Since: 1.0
  */
 void
 mpg_set_task_dispatcher (MpgDispatchFunc dispatcher_func,

@@ -34,6 +34,8 @@ G_BEGIN_DECLS
  * same error: same domain, code and message (see [error@Mpg.Error]).
  *
  * Returns: (transfer full) (nullable): the result, or %NULL
+ *
+ * Since: 1.0
  */
 typedef GVariant *(*MpgTaskFunc) (GVariant  *arg,
                                   gpointer   user_data,
@@ -52,6 +54,8 @@ typedef GVariant *(*MpgTaskFunc) (GVariant  *arg,
  *   early, to fork the worker; tasks are found by name, as with spawn.
  *
  * How a child process is started; Python's `multiprocessing` start methods.
+ *
+ * Since: 1.0
  */
 typedef enum
 {
@@ -103,6 +107,8 @@ typedef enum
  * [func@Mpg.set_fork_func]: Python's is `os.fork`.
  *
  * Returns: the child's process ID, 0 in the child, or a negative value
+ *
+ * Since: 1.0
  */
 typedef gint (*MpgForkFunc) (gpointer user_data);
 

@@ -112,6 +112,8 @@ object_fd (GObject   *object,
  * Returns: (transfer container) (element-type GObject): the objects of
  *   @objects that are ready (empty if the timeout expired), or %NULL on
  *   error
+ *
+ * Since: 1.0
  */
 GPtrArray *
 mpg_wait (GPtrArray     *objects,
