@@ -97,11 +97,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 command -v ip >/dev/null || skip "no ip command"
+command -v nsenter >/dev/null || skip "no nsenter command (util-linux)"
 # Trying is the one test that covers root, the capabilities (ip netns also
 # mounts) and a writable /run/netns at once.
 for n in "${ns[@]}"; do
   err=$(ip netns add "$n" 2>&1) || skip "ip netns add $n: $err"
   created+=("$n")
+  # netns-rsh.sh enters them so.
+  err=$(nsenter --net="/run/netns/$n" -- true 2>&1) || skip "nsenter --net: $err"
 done
 err=$(ip link add name "$bridge" type bridge 2>&1) || skip "bridge: $err"
 created+=("$bridge")

@@ -26,5 +26,7 @@ read -r ns tmpdir < <(awk -v h="$host" '$1 == h { print $2, $3; exit }' "$MPG_NE
 
 # A TMPDIR per namespace, as each host would have its own /tmp: Open MPI's
 # session directories must not be shared between daemons (see netns-hosts.sh).
-# Like ssh, join the words into one shell command line.
-TMPDIR=$tmpdir exec ip netns exec "$ns" sh -c "$*"
+# Like ssh, join the words into one shell command line. nsenter joins the
+# network namespace only: `ip netns exec` also remounts /sys in a mount
+# namespace of its own, which fails in a chroot ("mount --make-rslave /").
+TMPDIR=$tmpdir exec nsenter --net="/run/netns/$ns" -- sh -c "$*"
