@@ -134,7 +134,7 @@
  * a lock, and the [property@Mpg.Array:memory] property makes an array over
  * an existing [class@Mpg.SharedMemory].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define HANDLE_TYPE   "(st(sth)mv)"
@@ -687,7 +687,7 @@ mpg_array_class_init (MpgArrayClass *klass)
    * `B`, `h`, `H`, `i`, `I`, `l`, `L`, `q`, `Q`, `f`, `d`, `u` and `?`
    * (see the table in [class@Mpg.Array]).
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_TYPECODE] =
     g_param_spec_string ("typecode", NULL, NULL,
@@ -699,7 +699,7 @@ mpg_array_class_init (MpgArrayClass *klass)
    *
    * The number of elements; it may be 0. It never changes.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_LENGTH] =
     g_param_spec_uint64 ("length", NULL, NULL,
@@ -713,7 +713,7 @@ mpg_array_class_init (MpgArrayClass *klass)
    * [method@Mpg.Array.get_lock]. An array made with g_initable_new()
    * has the lock given at construction, or none.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_LOCK] =
     g_param_spec_object ("lock", NULL, NULL,
@@ -728,7 +728,7 @@ mpg_array_class_init (MpgArrayClass *klass)
    * exactly as large as the elements (1 byte for an empty array), and
    * its content is kept; otherwise new memory, filled with zeros, is made.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MEMORY] =
     g_param_spec_object ("memory", NULL, NULL,
@@ -762,7 +762,7 @@ mpg_array_init (MpgArray *self)
  *
  * Returns: (transfer full): the array, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgArray *
 mpg_array_new (const char  *typecode,
@@ -799,7 +799,7 @@ mpg_array_new (const char  *typecode,
  *
  * Returns: (transfer full): the array, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgArray *
 mpg_array_new_raw (const char  *typecode,
@@ -831,7 +831,7 @@ mpg_array_new_raw (const char  *typecode,
  *
  * Returns: (transfer full): the array, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgArray *
 mpg_array_new_with_lock (const char  *typecode,
@@ -860,7 +860,7 @@ mpg_array_new_with_lock (const char  *typecode,
  *
  * Returns: (transfer none): the typecode, a one-character string
  *
- * Since: 1.0
+ * Since: 0.1
  */
 const char *
 mpg_array_get_typecode (MpgArray *self)
@@ -879,7 +879,7 @@ mpg_array_get_typecode (MpgArray *self)
  *
  * Returns: the length
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_array_get_length (MpgArray *self)
@@ -897,7 +897,7 @@ mpg_array_get_length (MpgArray *self)
  *
  * Returns: the size of an element
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_array_get_item_size (MpgArray *self)
@@ -918,7 +918,7 @@ mpg_array_get_item_size (MpgArray *self)
  *
  * Returns: (transfer none): the type of an element
  *
- * Since: 1.0
+ * Since: 0.1
  */
 const GVariantType *
 mpg_array_get_item_type (MpgArray *self)
@@ -940,7 +940,7 @@ mpg_array_get_item_type (MpgArray *self)
  * Returns: (transfer none) (nullable): the lock, or %NULL for an array
  *   made by [ctor@Mpg.Array.new_raw]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgLock *
 mpg_array_get_lock (MpgArray *self)
@@ -960,7 +960,7 @@ mpg_array_get_lock (MpgArray *self)
  *
  * Returns: (transfer none): the memory
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSharedMemory *
 mpg_array_get_memory (MpgArray *self)
@@ -982,7 +982,7 @@ mpg_array_get_memory (MpgArray *self)
  *
  * Returns: (transfer none): the elements
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gpointer
 mpg_array_get_data (MpgArray *self)
@@ -1006,7 +1006,7 @@ mpg_array_get_data (MpgArray *self)
  *
  * Returns: (transfer full): a new #GVariant (not floating)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_array_get (MpgArray *self,
@@ -1036,7 +1036,7 @@ mpg_array_get (MpgArray *self,
  *
  * Returns: %TRUE on success
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_array_set (MpgArray  *self,
@@ -1117,7 +1117,7 @@ to_variant_floating (MpgArray *self)
  *
  * Returns: (transfer full): a new #GVariant (not floating)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_array_to_variant (MpgArray *self)
@@ -1195,7 +1195,7 @@ copy_from_variant (MpgArray  *self,
  *
  * Returns: %TRUE on success
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_array_set_from_variant (MpgArray  *self,
@@ -1262,7 +1262,7 @@ mpg_array_set_from_variant (MpgArray  *self,
  * Returns: (transfer full): a new `(st(sth)mv)` value (not floating), or
  *   %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_array_to_handle (MpgArray     *self,
@@ -1336,7 +1336,7 @@ invalid_handle (GError     **error,
  *
  * Returns: (transfer full): the array, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgArray *
 mpg_array_new_from_handle (GVariant     *handle,

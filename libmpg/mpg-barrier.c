@@ -47,7 +47,7 @@
  * | `parties`, `n_waiting`, `broken` | [method@Mpg.Barrier.get_parties], [method@Mpg.Barrier.get_n_waiting], [method@Mpg.Barrier.get_broken] |
  * | `threading.BrokenBarrierError` | %MPG_ERROR_BROKEN_BARRIER |
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 enum {
@@ -145,7 +145,7 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    *
    * The number of parties that must arrive for the barrier to release them.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_PARTIES] =
     g_param_spec_uint ("parties", NULL, NULL,
@@ -158,7 +158,7 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    * The timeout of a wait that does not give one, in milliseconds; -1 for
    * none.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_TIMEOUT] =
     g_param_spec_int ("timeout", NULL, NULL,
@@ -170,7 +170,7 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    *
    * The number of parties waiting now. It is not notified.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_N_WAITING] =
     g_param_spec_uint ("n-waiting", NULL, NULL,
@@ -182,7 +182,7 @@ mpg_barrier_class_init (MpgBarrierClass *klass)
    *
    * Whether the barrier is broken. It is not notified.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_BROKEN] =
     g_param_spec_boolean ("broken", NULL, NULL,
@@ -210,7 +210,7 @@ mpg_barrier_init (MpgBarrier *self)
  * Returns: (transfer full): the barrier, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgBarrier *
 mpg_barrier_new (guint    parties,
@@ -249,7 +249,7 @@ mpg_barrier_new (guint    parties,
  * has its parent's). If it fails, the barrier breaks and that party's wait
  * fails with its error.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_barrier_set_action (MpgBarrier       *self,
@@ -407,7 +407,7 @@ wait_internal (MpgBarrier    *self,
  *   broken (on a timeout or a cancellation too), or the error of the
  *   action if it ran here and failed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_barrier_wait (MpgBarrier    *self,
@@ -449,7 +449,7 @@ wait_thread (gpointer      source,
  * The wait happens in a thread of its own, where the action runs if this
  * party is the last. Cancelling @cancellable breaks the barrier.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_barrier_wait_async (MpgBarrier          *self,
@@ -483,7 +483,7 @@ mpg_barrier_wait_async (MpgBarrier          *self,
  *
  * Returns: the index of this party; -1 with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_barrier_wait_finish (MpgBarrier    *self,
@@ -503,7 +503,7 @@ mpg_barrier_wait_finish (MpgBarrier    *self,
  * Breaks the barrier, as Python's `abort()`: waits in progress and later
  * ones fail with %MPG_ERROR_BROKEN_BARRIER until [method@Mpg.Barrier.reset].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_barrier_abort (MpgBarrier *self)
@@ -526,7 +526,7 @@ mpg_barrier_abort (MpgBarrier *self)
  * progress fail with %MPG_ERROR_BROKEN_BARRIER, and a broken barrier can
  * be used again.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_barrier_reset (MpgBarrier *self)
@@ -560,7 +560,7 @@ mpg_barrier_reset (MpgBarrier *self)
  *
  * Returns: the number of parties
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_barrier_get_parties (MpgBarrier *self)
@@ -580,7 +580,7 @@ mpg_barrier_get_parties (MpgBarrier *self)
  *
  * Returns: the timeout in milliseconds, or -1 for none
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_barrier_get_timeout (MpgBarrier *self)
@@ -600,7 +600,7 @@ mpg_barrier_get_timeout (MpgBarrier *self)
  *
  * Returns: the number of waiting parties
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_barrier_get_n_waiting (MpgBarrier *self)
@@ -629,7 +629,7 @@ mpg_barrier_get_n_waiting (MpgBarrier *self)
  *
  * Returns: %TRUE if broken
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_barrier_get_broken (MpgBarrier *self)
@@ -654,7 +654,7 @@ mpg_barrier_get_broken (MpgBarrier *self)
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_barrier_to_handle (MpgBarrier   *self,
@@ -684,7 +684,7 @@ mpg_barrier_to_handle (MpgBarrier   *self,
  * Returns: (transfer full): the barrier, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgBarrier *
 mpg_barrier_new_from_handle (GVariant     *handle,

@@ -33,7 +33,7 @@ G_DECLARE_FINAL_TYPE (MpgBarrier, mpg_barrier, MPG, BARRIER, GObject)
  *
  * Returns: %TRUE on success; %FALSE with @error set breaks the barrier
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef gboolean (*MpgBarrierAction) (gpointer   user_data,
                                       GError   **error);

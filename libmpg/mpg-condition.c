@@ -56,7 +56,7 @@
  * Calling these without holding the lock fails with
  * %MPG_ERROR_INVALID_STATE, where Python raises `AssertionError`.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define MAX_WAITERS 100
@@ -148,7 +148,7 @@ mpg_condition_class_init (MpgConditionClass *klass)
    *
    * The lock that waiters hold.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_LOCK] =
     g_param_spec_object ("lock", NULL, NULL,
@@ -174,7 +174,7 @@ mpg_condition_init (MpgCondition *self)
  * Returns: (transfer full): the condition, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgCondition *
 mpg_condition_new (MpgLock  *lock,
@@ -210,7 +210,7 @@ mpg_condition_new (MpgLock  *lock,
  *
  * Returns: (transfer none): the lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgLock *
 mpg_condition_get_lock (MpgCondition *self)
@@ -387,7 +387,7 @@ finish_waiter (Waiter        *waiter,
  *   %G_IO_ERROR_CANCELLED, or %MPG_ERROR_INVALID_STATE if the calling
  *   thread does not hold the lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_condition_wait (MpgCondition  *self,
@@ -428,7 +428,7 @@ mpg_condition_wait (MpgCondition  *self,
  *   predicate's last result), or another error as
  *   [method@Mpg.Condition.wait]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_condition_wait_for (MpgCondition           *self,
@@ -499,7 +499,7 @@ wait_thread (gpointer      source,
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, once the lock is held again.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_condition_wait_async (MpgCondition        *self,
@@ -537,7 +537,7 @@ mpg_condition_wait_async (MpgCondition        *self,
  *
  * Returns: %TRUE if notified; %FALSE with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_condition_wait_finish (MpgCondition  *self,
@@ -610,7 +610,7 @@ notify_internal (MpgCondition  *self,
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   calling thread does not hold the lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_condition_notify (MpgCondition  *self,
@@ -633,7 +633,7 @@ mpg_condition_notify (MpgCondition  *self,
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   calling thread does not hold the lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_condition_notify_all (MpgCondition  *self,
@@ -658,7 +658,7 @@ mpg_condition_notify_all (MpgCondition  *self,
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptors could not be added
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_condition_to_handle (MpgCondition  *self,
@@ -698,7 +698,7 @@ mpg_condition_to_handle (MpgCondition  *self,
  * Returns: (transfer full): the condition, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgCondition *
 mpg_condition_new_from_handle (GVariant     *handle,

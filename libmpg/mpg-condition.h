@@ -34,7 +34,7 @@ G_DECLARE_FINAL_TYPE (MpgCondition, mpg_condition, MPG, CONDITION, GObject)
  *
  * Returns: %TRUE when the awaited state is reached
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef gboolean (*MpgConditionPredicate) (gpointer user_data);
 

@@ -106,7 +106,7 @@
  * whole to one receiver. It must not be closed while another thread is
  * blocked in a call on it: cancel that call with its #GCancellable first.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 struct _MpgConnection
@@ -246,7 +246,7 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    * Whether messages can be received on this end: %FALSE for the sending
    * end of a one-way pipe.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_READABLE] =
     g_param_spec_boolean ("readable", NULL, NULL,
@@ -259,7 +259,7 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    * Whether messages can be sent on this end: %FALSE for the receiving end
    * of a one-way pipe.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_WRITABLE] =
     g_param_spec_boolean ("writable", NULL, NULL,
@@ -276,7 +276,7 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    * [func@Mpg.pipe_new] or [ctor@Mpg.Connection.new_from_handle] has no
    * socket: it is closed from the start.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_CLOSED] =
     g_param_spec_boolean ("closed", NULL, NULL,
@@ -296,7 +296,7 @@ mpg_connection_class_init (MpgConnectionClass *klass)
    *
    * The default is 256 MiB.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MAX_MESSAGE_SIZE] =
     g_param_spec_uint64 ("max-message-size", NULL, NULL,
@@ -336,7 +336,7 @@ mpg_connection_init (MpgConnection *self)
  * Returns: %TRUE on success; %FALSE with @error set if the socket pair
  *   could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_pipe_new (gboolean        duplex,
@@ -386,7 +386,7 @@ mpg_pipe_new (gboolean        duplex,
  *
  * Returns: whether messages can be received on this end
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_get_readable (MpgConnection *self)
@@ -404,7 +404,7 @@ mpg_connection_get_readable (MpgConnection *self)
  *
  * Returns: whether messages can be sent on this end
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_get_writable (MpgConnection *self)
@@ -422,7 +422,7 @@ mpg_connection_get_writable (MpgConnection *self)
  *
  * Returns: whether the connection is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_get_closed (MpgConnection *self)
@@ -441,7 +441,7 @@ mpg_connection_get_closed (MpgConnection *self)
  * Returns: the largest message size, in bytes, that this end sends or
  *   accepts
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_connection_get_max_message_size (MpgConnection *self)
@@ -459,7 +459,7 @@ mpg_connection_get_max_message_size (MpgConnection *self)
  * Sets [property@Mpg.Connection:max-message-size]. It applies to the
  * messages sent and received from then on, on this end only.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_connection_set_max_message_size (MpgConnection *self,
@@ -485,7 +485,7 @@ mpg_connection_set_max_message_size (MpgConnection *self,
  *
  * Returns: the file descriptor, or -1 if the connection is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_connection_get_fd (MpgConnection *self)
@@ -547,7 +547,7 @@ check_usable (MpgConnection  *self,
  *
  * Returns: %TRUE if the message was sent
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_send_with_fds (MpgConnection  *self,
@@ -597,7 +597,7 @@ mpg_connection_send_with_fds (MpgConnection  *self,
  *
  * Returns: %TRUE if the message was sent
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_send (MpgConnection  *self,
@@ -622,7 +622,7 @@ mpg_connection_send (MpgConnection  *self,
  *
  * Returns: %TRUE if the message was sent
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_send_bytes (MpgConnection  *self,
@@ -657,7 +657,7 @@ mpg_connection_send_bytes (MpgConnection  *self,
  *
  * Returns: (transfer full): the message, or %NULL on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_connection_recv_with_fds (MpgConnection  *self,
@@ -704,7 +704,7 @@ mpg_connection_recv_with_fds (MpgConnection  *self,
  *
  * Returns: (transfer full): the message, or %NULL on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_connection_recv (MpgConnection  *self,
@@ -731,7 +731,7 @@ mpg_connection_recv (MpgConnection  *self,
  *
  * Returns: (transfer full): the bytes, or %NULL on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GBytes *
 mpg_connection_recv_bytes (MpgConnection  *self,
@@ -782,7 +782,7 @@ mpg_connection_recv_bytes (MpgConnection  *self,
  * Returns: %TRUE if there is something to receive; %FALSE if the timeout
  *   expired or on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_connection_poll (MpgConnection  *self,
@@ -956,7 +956,7 @@ recv_on_cancelled (GCancellable *cancellable,
  * pending calls with %MPG_ERROR_CLOSED. The pending call holds a reference
  * on @self.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_connection_recv_async (MpgConnection       *self,
@@ -1049,7 +1049,7 @@ mpg_connection_recv_async (MpgConnection       *self,
  *
  * Returns: (transfer full): the message, or %NULL on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_connection_recv_finish (MpgConnection  *self,
@@ -1102,7 +1102,7 @@ close_internal (MpgConnection *self,
  * complete with %MPG_ERROR_CLOSED; later calls fail so. Closing twice is
  * harmless. Finalising a connection closes it.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_connection_close (MpgConnection *self)
@@ -1133,7 +1133,7 @@ mpg_connection_close (MpgConnection *self)
  * Returns: (transfer full): the handle, or %NULL if the connection is
  *   closed (%MPG_ERROR_CLOSED) or @fd_list is full
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_connection_to_handle (MpgConnection  *self,
@@ -1176,7 +1176,7 @@ mpg_connection_to_handle (MpgConnection  *self,
  *
  * Returns: (transfer full): the connection, or %NULL on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgConnection *
 mpg_connection_new_from_handle (GVariant      *handle,

@@ -16,6 +16,6 @@
  *
  * Returns: the error domain's quark
  *
- * Since: 1.0
+ * Since: 0.1
  */
 G_DEFINE_QUARK (mpg-error-quark, mpg_error)

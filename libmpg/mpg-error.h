@@ -22,7 +22,7 @@ G_BEGIN_DECLS
  *
  * The error domain of libmpg's own errors; see [error@Mpg.Error].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 #define MPG_ERROR (mpg_error_quark ())
 
@@ -61,7 +61,7 @@ G_BEGIN_DECLS
  * had been raised locally. %MPG_ERROR_REMOTE is the fallback for domains
  * that cannot be recreated.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef enum
 {

@@ -43,7 +43,7 @@
  * Like [class@Mpg.Lock], an event is a page of shared memory and a file
  * descriptor in each process, with nothing left in the file system.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 typedef struct
@@ -149,7 +149,7 @@ check_ready (MpgEvent  *self,
  * Returns: (transfer full): the event, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgEvent *
 mpg_event_new (GError **error)
@@ -165,7 +165,7 @@ mpg_event_new (GError **error)
  *
  * Returns: %TRUE if the event is set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_event_is_set (MpgEvent *self)
@@ -184,7 +184,7 @@ mpg_event_is_set (MpgEvent *self)
  *
  * Raises the flag and wakes every process and thread waiting for it.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_event_set (MpgEvent *self)
@@ -213,7 +213,7 @@ mpg_event_set (MpgEvent *self)
  *
  * Lowers the flag: later waits wait until it is set again.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_event_clear (MpgEvent *self)
@@ -278,7 +278,7 @@ wait_internal (MpgEvent      *self,
  *   %FALSE with %MPG_ERROR_TIMEOUT if @timeout_msec passed first (Python
  *   returns `False`), or %G_IO_ERROR_CANCELLED
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_event_wait (MpgEvent      *self,
@@ -319,7 +319,7 @@ wait_thread (gpointer      source,
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_event_wait_async (MpgEvent            *self,
@@ -351,7 +351,7 @@ mpg_event_wait_async (MpgEvent            *self,
  *
  * Returns: %TRUE if the flag was up; %FALSE with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_event_wait_finish (MpgEvent      *self,
@@ -377,7 +377,7 @@ mpg_event_wait_finish (MpgEvent      *self,
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_event_to_handle (MpgEvent     *self,
@@ -407,7 +407,7 @@ mpg_event_to_handle (MpgEvent     *self,
  * Returns: (transfer full): the event, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgEvent *
 mpg_event_new_from_handle (GVariant     *handle,

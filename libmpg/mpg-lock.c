@@ -79,7 +79,7 @@
  * process that has it is gone. Each lock costs one file descriptor in each
  * process that holds it.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 /**
@@ -91,7 +91,7 @@
  * Everything else is as [class@Mpg.Lock], its parent class, including
  * what happens when the holding process dies.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 /* The lock is its word: 0 when free, else the holder's pid, with
@@ -224,7 +224,7 @@ mpg_lock_class_init (MpgLockClass *klass)
    *
    * Whether the lock is an [class@Mpg.RLock].
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_RECURSIVE] =
     g_param_spec_boolean ("recursive", NULL, NULL,
@@ -272,7 +272,7 @@ check_ready (MpgLock  *self,
  * Returns: (transfer full): the lock, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgLock *
 mpg_lock_new (GError **error)
@@ -290,7 +290,7 @@ mpg_lock_new (GError **error)
  * Returns: (transfer full): the lock, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgRLock *
 mpg_rlock_new (GError **error)
@@ -306,7 +306,7 @@ mpg_rlock_new (GError **error)
  *
  * Returns: %TRUE for a recursive lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_lock_get_recursive (MpgLock *self)
@@ -467,7 +467,7 @@ out:
  *   if @timeout_msec passed first (Python returns `False`), or
  *   %G_IO_ERROR_CANCELLED
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_lock_acquire (MpgLock       *self,
@@ -522,7 +522,7 @@ acquire_thread (gpointer      source,
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, without the lock.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_lock_acquire_async (MpgLock             *self,
@@ -563,7 +563,7 @@ mpg_lock_acquire_async (MpgLock             *self,
  * Returns: %TRUE if the lock is now held by the thread that called
  *   [method@Mpg.Lock.acquire_async]; %FALSE with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_lock_acquire_finish (MpgLock       *self,
@@ -600,7 +600,7 @@ mpg_lock_acquire_finish (MpgLock       *self,
  *   lock is not held (Python's `ValueError`), or if an [class@Mpg.RLock]
  *   is not held by the calling thread (Python's `AssertionError`)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 /* Gives the word back, waking the sleepers if any. */
 static void
@@ -687,7 +687,7 @@ _mpg_lock_release_all (MpgLock  *self,
  *
  * Returns: %TRUE if the calling thread holds @self
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_lock_is_mine (MpgLock *self)
@@ -715,7 +715,7 @@ mpg_lock_is_mine (MpgLock *self)
  *
  * Returns: the count
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_lock_get_count (MpgLock *self)
@@ -752,7 +752,7 @@ mpg_lock_get_count (MpgLock *self)
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_lock_to_handle (MpgLock      *self,
@@ -786,7 +786,7 @@ mpg_lock_to_handle (MpgLock      *self,
  * Returns: (transfer full): the lock, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe a lock
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgLock *
 mpg_lock_new_from_handle (GVariant     *handle,

@@ -30,7 +30,7 @@ G_DECLARE_DERIVABLE_TYPE (MpgLock, mpg_lock, MPG, LOCK, GObject)
  * The class of [class@Mpg.Lock] and [class@Mpg.RLock]. It cannot be
  * derived from outside libmpg.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 struct _MpgLockClass
 {

@@ -91,7 +91,7 @@
  *
  * Workers are daemon processes: a task cannot start an [class@Mpg.Process].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 /**
@@ -101,7 +101,7 @@
  * one at a time, as they arrive. Disposing of an iterator stops dispatching
  * the items it has not started.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define MAX_MESSAGE MPG_WIRE_DEFAULT_MAX
@@ -2365,7 +2365,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * job started by an MPI launcher, for one worker per rank other than
    * rank 0; reads back the number in use.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_PROCESSES] =
     g_param_spec_uint ("processes", NULL, NULL, 0, G_MAXUINT16, 0,
@@ -2387,7 +2387,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * file descriptors. Each rank runs its workers as local processes, so
    * a task that crashes costs a worker, which is replaced, not a rank.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_BACKEND] =
     g_param_spec_enum ("backend", NULL, NULL, MPG_TYPE_POOL_BACKEND, MPG_POOL_BACKEND_AUTO,
@@ -2400,7 +2400,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * [ctor@Mpg.Pool.new_full] and [method@Mpg.Pool.set_initializer_name]),
    * or %NULL for the unit value `()`.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_INITARGS] =
     g_param_spec_variant ("initargs", NULL, NULL, G_VARIANT_TYPE_ANY, NULL,
@@ -2418,7 +2418,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * pool's first call (functions added before with
    * [method@Mpg.Pool.add_function] keep the name they got, if any).
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_START_METHOD] =
     g_param_spec_enum ("start-method", NULL, NULL, MPG_TYPE_START_METHOD,
@@ -2431,7 +2431,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * How many chunks of tasks a worker runs before it is replaced by a new
    * one; 0 (the default) for no limit.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MAXTASKSPERCHILD] =
     g_param_spec_uint ("maxtasksperchild", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2445,7 +2445,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * task longer is killed and replaced, and the task's call fails with
    * %MPG_ERROR_TIMEOUT. Applies to tasks dispatched after it is set.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_TASK_TIMEOUT] =
     g_param_spec_uint ("task-timeout", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2459,7 +2459,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * 0 (the default) runs nothing twice. Only useful for tasks that can
    * safely run more than once.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_RETRIES] =
     g_param_spec_uint ("retries", NULL, NULL, 0, G_MAXUINT8, 0,
@@ -2470,7 +2470,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    *
    * How many tasks (items) calls have submitted to the pool. Not notified.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_TASKS_SUBMITTED] =
     g_param_spec_uint64 ("tasks-submitted", NULL, NULL, 0, G_MAXUINT64, 0,
@@ -2482,7 +2482,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * How many tasks (items) have finished, successfully or not. Not
    * notified: see [signal@Mpg.Pool::progress].
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_TASKS_COMPLETED] =
     g_param_spec_uint64 ("tasks-completed", NULL, NULL, 0, G_MAXUINT64, 0,
@@ -2494,7 +2494,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * How many workers have been replaced because they died, timed out or
    * reached [property@Mpg.Pool:maxtasksperchild]. Not notified.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_WORKERS_REPLACED] =
     g_param_spec_uint ("workers-replaced", NULL, NULL, 0, G_MAXUINT, 0,
@@ -2515,7 +2515,7 @@ mpg_pool_class_init (MpgPoolClass *klass)
    * the call, always before the call's callback. Use
    * g_async_result_get_user_data() on @call to tell calls apart.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   signals[SIGNAL_PROGRESS] =
     g_signal_new ("progress", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
@@ -2549,7 +2549,7 @@ mpg_pool_init (MpgPool *self)
  *
  * Returns: (transfer full): a new pool
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgPool *
 mpg_pool_new (guint processes)
@@ -2581,7 +2581,7 @@ mpg_pool_new (guint processes)
  *
  * Returns: (transfer full): a new pool
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgPool *
 mpg_pool_new_full (guint           processes,
@@ -2613,7 +2613,7 @@ mpg_pool_new_full (guint           processes,
  *
  * Returns: the number of worker processes
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_get_processes (MpgPool *self)
@@ -2636,7 +2636,7 @@ mpg_pool_get_processes (MpgPool *self)
  * and [property@Mpg.Pool:backend], for example). Call it before the
  * pool's first call.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_set_initializer (MpgPool        *self,
@@ -2684,7 +2684,7 @@ mpg_pool_set_initializer (MpgPool        *self,
  * exported symbol of the C initializer. Call it before the pool's first
  * call.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_set_initializer_name (MpgPool     *self,
@@ -2709,7 +2709,7 @@ mpg_pool_set_initializer_name (MpgPool     *self,
  *
  * Returns: where the pool's workers run (never %MPG_POOL_BACKEND_AUTO)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgPoolBackend
 mpg_pool_get_backend (MpgPool *self)
@@ -2726,7 +2726,7 @@ mpg_pool_get_backend (MpgPool *self)
  *
  * Returns: how the pool starts its workers
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgStartMethod
 mpg_pool_get_start_method (MpgPool *self)
@@ -2744,7 +2744,7 @@ mpg_pool_get_start_method (MpgPool *self)
  *
  * Returns: the value of [property@Mpg.Pool:maxtasksperchild]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_get_maxtasksperchild (MpgPool *self)
@@ -2761,7 +2761,7 @@ mpg_pool_get_maxtasksperchild (MpgPool *self)
  *
  * Returns: the value of [property@Mpg.Pool:task-timeout], in milliseconds
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_get_task_timeout (MpgPool *self)
@@ -2778,7 +2778,7 @@ mpg_pool_get_task_timeout (MpgPool *self)
  *
  * Sets [property@Mpg.Pool:task-timeout].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_set_task_timeout (MpgPool *self,
@@ -2805,7 +2805,7 @@ mpg_pool_set_task_timeout (MpgPool *self,
  *
  * Returns: the value of [property@Mpg.Pool:retries]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_get_retries (MpgPool *self)
@@ -2821,7 +2821,7 @@ mpg_pool_get_retries (MpgPool *self)
  *
  * Sets [property@Mpg.Pool:retries].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_set_retries (MpgPool *self,
@@ -2849,7 +2849,7 @@ mpg_pool_set_retries (MpgPool *self,
  *
  * Returns: the value of [property@Mpg.Pool:tasks-submitted]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint64
 mpg_pool_get_tasks_submitted (MpgPool *self)
@@ -2873,7 +2873,7 @@ mpg_pool_get_tasks_submitted (MpgPool *self)
  *
  * Returns: the value of [property@Mpg.Pool:tasks-completed]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint64
 mpg_pool_get_tasks_completed (MpgPool *self)
@@ -2897,7 +2897,7 @@ mpg_pool_get_tasks_completed (MpgPool *self)
  *
  * Returns: the value of [property@Mpg.Pool:workers-replaced]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_get_workers_replaced (MpgPool *self)
@@ -2920,7 +2920,7 @@ mpg_pool_get_workers_replaced (MpgPool *self)
  *
  * Returns: (transfer full) (element-type gint): the pids
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GArray *
 mpg_pool_dup_worker_pids (MpgPool *self)
@@ -3000,7 +3000,7 @@ add_function (MpgPool        *self,
  * Returns: the function's id, for the calls and
  *   [method@Mpg.Pool.remove_function]
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_add_function (MpgPool        *self,
@@ -3038,7 +3038,7 @@ mpg_pool_add_function (MpgPool        *self,
  *
  * Returns: the function's id
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_add_chunk_function (MpgPool        *self,
@@ -3066,7 +3066,7 @@ mpg_pool_add_chunk_function (MpgPool        *self,
  *
  * Returns: the function's id
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_add_named_function (MpgPool    *self,
@@ -3089,7 +3089,7 @@ mpg_pool_add_named_function (MpgPool    *self,
  *
  * Returns: the function's id
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_add_named_chunk_function (MpgPool    *self,
@@ -3109,7 +3109,7 @@ mpg_pool_add_named_chunk_function (MpgPool    *self,
  * Forgets @function: later calls with its id fail. Calls already made
  * finish.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_remove_function (MpgPool *self,
@@ -3595,7 +3595,7 @@ call_finish (MpgPool       *self,
  *
  * Returns: (transfer full): the result, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_apply (MpgPool       *self,
@@ -3629,7 +3629,7 @@ mpg_pool_apply (MpgPool       *self,
  * Runs @function with @arg in a worker, as Python's `Pool.apply_async()`.
  * Get the result with [method@Mpg.Pool.apply_finish].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_apply_async (MpgPool             *self,
@@ -3661,7 +3661,7 @@ mpg_pool_apply_async (MpgPool             *self,
  *
  * Returns: (transfer full): the result, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_apply_finish (MpgPool       *self,
@@ -3692,7 +3692,7 @@ mpg_pool_apply_finish (MpgPool       *self,
  *
  * Returns: (transfer full): the results, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_map (MpgPool       *self,
@@ -3732,7 +3732,7 @@ mpg_pool_map (MpgPool       *self,
  * and fails it with %G_IO_ERROR_CANCELLED at once; the pool stays usable.
  * Get the results with [method@Mpg.Pool.map_finish].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_map_async (MpgPool             *self,
@@ -3766,7 +3766,7 @@ mpg_pool_map_async (MpgPool             *self,
  * Returns: (transfer full): the results, as [method@Mpg.Pool.map] gives
  *   them, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_map_finish (MpgPool       *self,
@@ -3793,7 +3793,7 @@ mpg_pool_map_finish (MpgPool       *self,
  *
  * Returns: (transfer full): the results, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_starmap (MpgPool       *self,
@@ -3830,7 +3830,7 @@ mpg_pool_starmap (MpgPool       *self,
  * [method@Mpg.Pool.starmap]. Get the results with
  * [method@Mpg.Pool.starmap_finish].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_starmap_async (MpgPool             *self,
@@ -3863,7 +3863,7 @@ mpg_pool_starmap_async (MpgPool             *self,
  *
  * Returns: (transfer full): the results, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_pool_starmap_finish (MpgPool       *self,
@@ -3911,7 +3911,7 @@ imap_common (MpgPool   *self,
  *
  * Returns: (transfer full): an iterator, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgPoolIterator *
 mpg_pool_imap (MpgPool   *self,
@@ -3940,7 +3940,7 @@ mpg_pool_imap (MpgPool   *self,
  *
  * Returns: (transfer full): an iterator, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgPoolIterator *
 mpg_pool_imap_unordered (MpgPool   *self,
@@ -3963,7 +3963,7 @@ mpg_pool_imap_unordered (MpgPool   *self,
  * %MPG_ERROR_INVALID_STATE). Calls already made complete; then the workers
  * exit. As Python's `Pool.close()`.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_close (MpgPool *self)
@@ -3986,7 +3986,7 @@ mpg_pool_close (MpgPool *self)
  * %MPG_ERROR_CLOSED, as Python's `Pool.terminate()` (whose pending results
  * never complete). Disposing of a pool terminates it.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_terminate (MpgPool *self)
@@ -4034,7 +4034,7 @@ mpg_pool_terminate (MpgPool *self)
  *
  * Returns: %TRUE when the workers are gone
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_pool_join (MpgPool  *self,
@@ -4183,7 +4183,7 @@ nothing:
  *
  * Returns: %TRUE unless @error is set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_pool_iterator_next (MpgPoolIterator  *self,
@@ -4335,7 +4335,7 @@ next_cancelled_cb (GCancellable *cancellable,
  * (%G_IO_ERROR_PENDING otherwise). Finish with
  * [method@Mpg.PoolIterator.next_finish].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_pool_iterator_next_async (MpgPoolIterator     *self,
@@ -4389,7 +4389,7 @@ mpg_pool_iterator_next_async (MpgPoolIterator     *self,
  *
  * Returns: %TRUE unless @error is set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_pool_iterator_next_finish (MpgPoolIterator  *self,
@@ -4426,7 +4426,7 @@ mpg_pool_iterator_next_finish (MpgPoolIterator  *self,
  *
  * Returns: how many items the iterator's call has
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_pool_iterator_get_length (MpgPoolIterator *self)

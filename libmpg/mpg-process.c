@@ -91,7 +91,7 @@
  *
  * Setting `G_MESSAGES_DEBUG=Mpg` logs each fork, exit and reap.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 typedef enum
@@ -611,7 +611,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    * second one created by `Process-1`), and `MainProcess` for the object
    * [func@Mpg.current_process] returns in the main process.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_NAME] =
     g_param_spec_string ("name", NULL, NULL,
@@ -626,7 +626,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    *
    * It can only be changed before the process is started.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_ARGS] =
     g_param_spec_variant ("args", NULL, NULL,
@@ -641,7 +641,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    * processes of its own. Inherited from the creating process; it can
    * only be changed before the process is started.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_DAEMON] =
     g_param_spec_boolean ("daemon", NULL, NULL,
@@ -655,7 +655,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    * uses [func@Mpg.get_start_method] at start time. It can only be changed
    * before the process is started.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_START_METHOD] =
     g_param_spec_enum ("start-method", NULL, NULL,
@@ -668,7 +668,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    *
    * The child's process ID once started; 0 before (Python's `None`).
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_PID] =
     g_param_spec_int ("pid", NULL, NULL,
@@ -686,7 +686,7 @@ mpg_process_class_init (MpgProcessClass *klass)
    * It is notified when the child is reaped: by a join, by
    * [method@Mpg.Process.is_alive], or by reading this property.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_EXITCODE] =
     g_param_spec_int ("exitcode", NULL, NULL,
@@ -742,7 +742,7 @@ mpg_process_init (MpgProcess *self)
  *
  * Returns: (transfer full): a new process
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgProcess *
 mpg_process_new (GVariant       *args,
@@ -793,7 +793,7 @@ check_not_started (MpgProcess  *self,
  * child. It can only be changed before the process is started; afterwards
  * the call is refused with a critical warning.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_target (MpgProcess     *self,
@@ -826,7 +826,7 @@ mpg_process_set_target (MpgProcess     *self,
  *
  * Returns: (transfer none) (nullable): the target's argument
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_process_get_args (MpgProcess *self)
@@ -845,7 +845,7 @@ mpg_process_get_args (MpgProcess *self)
  *
  * Sets [property@Mpg.Process:args]. Only before the process is started.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_args (MpgProcess *self,
@@ -879,7 +879,7 @@ mpg_process_set_args (MpgProcess *self,
  *
  * Returns: the name
  *
- * Since: 1.0
+ * Since: 0.1
  */
 const char *
 mpg_process_get_name (MpgProcess *self)
@@ -899,7 +899,7 @@ mpg_process_get_name (MpgProcess *self)
  * Sets [property@Mpg.Process:name]. The name can change at any time; it
  * has no meaning for the library.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_name (MpgProcess *self,
@@ -929,7 +929,7 @@ mpg_process_set_name (MpgProcess *self,
  *
  * Returns: whether the process is a daemon
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_get_daemon (MpgProcess *self)
@@ -948,7 +948,7 @@ mpg_process_get_daemon (MpgProcess *self)
  *
  * Sets [property@Mpg.Process:daemon]. Only before the process is started.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_daemon (MpgProcess *self,
@@ -975,7 +975,7 @@ mpg_process_set_daemon (MpgProcess *self,
  *
  * Returns: the start method
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgStartMethod
 mpg_process_get_start_method (MpgProcess *self)
@@ -995,7 +995,7 @@ mpg_process_get_start_method (MpgProcess *self)
  * Sets [property@Mpg.Process:start-method]. Only before the process is
  * started.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_start_method (MpgProcess     *self,
@@ -1022,7 +1022,7 @@ mpg_process_set_start_method (MpgProcess     *self,
  *
  * Returns: the process ID, or 0 if the process has not been started
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_process_get_pid (MpgProcess *self)
@@ -1047,7 +1047,7 @@ mpg_process_get_pid (MpgProcess *self)
  * Returns: the exit code, or %MPG_PROCESS_EXITCODE_NONE if the process has
  *   not been started or has not ended
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_process_get_exitcode (MpgProcess *self)
@@ -1077,7 +1077,7 @@ mpg_process_get_exitcode (MpgProcess *self)
  *
  * Returns: the fd, or -1 if the process has not been started or is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gint
 mpg_process_get_sentinel (MpgProcess *self)
@@ -1112,7 +1112,7 @@ mpg_process_get_sentinel (MpgProcess *self)
  * Returns: (transfer full) (nullable): the result, or %NULL for none or on
  *   error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_process_run (MpgProcess  *self,
@@ -1449,7 +1449,7 @@ _mpg_process_spawned_main (void)
  * `module:qualname` in Python. Without a name, the spawn start method
  * uses the exported symbol of the C target, if it has one.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_target_name (MpgProcess *self,
@@ -1477,7 +1477,7 @@ mpg_process_set_target_name (MpgProcess *self,
  * target gets them as its user data. The process lets go of the list once
  * the child is started.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_set_fd_list (MpgProcess  *self,
@@ -1503,15 +1503,15 @@ mpg_process_set_fd_list (MpgProcess  *self,
  * A process can be started once. Starting a closed process, a process
  * that was started already, or a process from within a daemon process, is
  * an error (%MPG_ERROR_CLOSED, %MPG_ERROR_INVALID_STATE). A failed fork is
- * %G_SPAWN_ERROR_FORK. The spawn and forkserver start methods are not
- * available yet (%G_IO_ERROR_NOT_SUPPORTED).
+ * %G_SPAWN_ERROR_FORK; a program that cannot be spawned, a #GError of
+ * the %G_IO_ERROR or %G_SPAWN_ERROR domain.
  *
  * As Python's `start()`, this also reaps children of this process that
  * ended and that nobody joined.
  *
  * Returns: %TRUE if the child was started
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_start (MpgProcess  *self,
@@ -1630,7 +1630,7 @@ pidfd_is_readable (int pidfd)
  *
  * Returns: %TRUE if the process is running
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_is_alive (MpgProcess *self)
@@ -1941,7 +1941,7 @@ join_async_internal (MpgProcess          *self,
  * threads. The parent process (from [func@Mpg.parent_process]) can be
  * joined too: the join completes when it ends.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_process_join_async (MpgProcess          *self,
@@ -1966,7 +1966,7 @@ mpg_process_join_async (MpgProcess          *self,
  * Returns: %TRUE if the process has ended; %FALSE with @error set if the
  *   join failed or was cancelled
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_join_finish (MpgProcess    *self,
@@ -2125,7 +2125,7 @@ join_blocking (MpgProcess    *self,
  *
  * Returns: %TRUE if the process has ended
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_join (MpgProcess    *self,
@@ -2202,7 +2202,7 @@ send_signal (MpgProcess  *self,
  * Returns: %TRUE on success; %FALSE if the process was not started or is
  *   closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_terminate (MpgProcess  *self,
@@ -2225,7 +2225,7 @@ mpg_process_terminate (MpgProcess  *self,
  * Returns: %TRUE on success; %FALSE if the process was not started or is
  *   closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_kill (MpgProcess  *self,
@@ -2249,7 +2249,7 @@ mpg_process_kill (MpgProcess  *self,
  * Returns: %TRUE on success; %FALSE with %MPG_ERROR_INVALID_STATE if the
  *   child is still running
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_process_close (MpgProcess  *self,
@@ -2307,7 +2307,7 @@ mpg_process_close (MpgProcess  *self,
  * Returns: (transfer full) (nullable): the result, or %NULL if the target
  *   returned none or on error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_process_dup_result (MpgProcess  *self,
@@ -2345,7 +2345,7 @@ mpg_process_dup_result (MpgProcess  *self,
  *
  * Returns: (transfer none): the current process
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgProcess *
 mpg_current_process (void)
@@ -2390,7 +2390,7 @@ mpg_current_process (void)
  *
  * Returns: (transfer none) (nullable): the parent process, or %NULL
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgProcess *
 mpg_parent_process (void)
@@ -2439,7 +2439,7 @@ mpg_parent_process (void)
  *
  * Returns: (transfer full) (element-type MpgProcess): the running children
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GList *
 mpg_active_children (void)

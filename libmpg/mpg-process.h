@@ -25,7 +25,7 @@ G_BEGIN_DECLS
  * The value of [property@Mpg.Process:exitcode] while the process has not
  * been started or has not ended yet (Python's `None`).
  *
- * Since: 1.0
+ * Since: 0.1
  */
 #define MPG_PROCESS_EXITCODE_NONE (-2147483647 - 1)
 
@@ -43,7 +43,7 @@ G_DECLARE_DERIVABLE_TYPE (MpgProcess, mpg_process, MPG, PROCESS, GObject)
  * The class of [class@Mpg.Process]. Subclasses override @run, as Python
  * users of `multiprocessing` override `Process.run()`.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 struct _MpgProcessClass
 {

@@ -157,7 +157,7 @@
  * #GCancellable for that); pending [method@Mpg.Queue.get_async] calls fail
  * with %MPG_ERROR_CLOSED and watches stop.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define SHM_MAGIC      0x5147504du     /* "MPGQ" little endian */
@@ -607,7 +607,7 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * an unbounded queue never does (what the socket has no room for waits
    * in the memory of the process that put it).
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MAXSIZE] =
     g_param_spec_uint ("maxsize", NULL, NULL,
@@ -620,7 +620,7 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * Whether the queue counts unfinished tasks, as Python's `JoinableQueue`:
    * see [method@Mpg.Queue.task_done] and [method@Mpg.Queue.join].
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_JOINABLE] =
     g_param_spec_boolean ("joinable", NULL, NULL,
@@ -635,7 +635,7 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * (on the getting side the message is dropped). It is a setting of this
    * process's queue object, not of the shared queue.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MAX_MESSAGE_SIZE] =
     g_param_spec_uint64 ("max-message-size", NULL, NULL,
@@ -656,7 +656,7 @@ mpg_queue_class_init (MpgQueueClass *klass)
    * %MPG_ERROR_FULL. A message is buffered whatever its size if the
    * buffer is empty. Bounded queues (maxsize > 0) have no buffer.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_MAX_BUFFER_SIZE] =
     g_param_spec_uint64 ("max-buffer-size", NULL, NULL,
@@ -688,7 +688,7 @@ mpg_queue_init (MpgQueue *self)
  * Returns: (transfer full): a new queue, or %NULL with @error set if the
  *   system is out of file descriptors or memory
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgQueue *
 mpg_queue_new (guint    maxsize,
@@ -712,7 +712,7 @@ mpg_queue_new (guint    maxsize,
  *
  * Returns: (transfer full): a new queue, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgQueue *
 mpg_queue_new_joinable (guint    maxsize,
@@ -732,7 +732,7 @@ mpg_queue_new_joinable (guint    maxsize,
  *
  * Returns: the most messages the queue holds, or 0 for no bound
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_queue_get_maxsize (MpgQueue *self)
@@ -750,7 +750,7 @@ mpg_queue_get_maxsize (MpgQueue *self)
  *
  * Returns: whether the queue is joinable
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_get_joinable (MpgQueue *self)
@@ -768,7 +768,7 @@ mpg_queue_get_joinable (MpgQueue *self)
  *
  * Returns: the largest message this process puts or accepts, in bytes
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_queue_get_max_message_size (MpgQueue *self)
@@ -785,7 +785,7 @@ mpg_queue_get_max_message_size (MpgQueue *self)
  *
  * Sets [property@Mpg.Queue:max-message-size].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_queue_set_max_message_size (MpgQueue *self,
@@ -809,7 +809,7 @@ mpg_queue_set_max_message_size (MpgQueue *self,
  *
  * Returns: the most bytes this process buffers, or 0 for no limit
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_queue_get_max_buffer_size (MpgQueue *self)
@@ -826,7 +826,7 @@ mpg_queue_get_max_buffer_size (MpgQueue *self)
  *
  * Sets [property@Mpg.Queue:max-buffer-size].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_queue_set_max_buffer_size (MpgQueue *self,
@@ -1586,7 +1586,7 @@ put_internal (MpgQueue      *self,
  *
  * Returns: %TRUE if the message was put
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_put (MpgQueue      *self,
@@ -1622,7 +1622,7 @@ mpg_queue_put (MpgQueue      *self,
  *
  * Returns: %TRUE if the message was put
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_put_with_fds (MpgQueue      *self,
@@ -1706,7 +1706,7 @@ get_internal (MpgQueue      *self,
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_queue_get (MpgQueue      *self,
@@ -1738,7 +1738,7 @@ mpg_queue_get (MpgQueue      *self,
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_queue_get_with_fds (MpgQueue      *self,
@@ -1920,7 +1920,7 @@ get_async_ready (MpgQueue     *self,
  * once, and no message is taken. [method@Mpg.Queue.close] fails it with
  * %MPG_ERROR_CLOSED.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_queue_get_async (MpgQueue            *self,
@@ -1964,7 +1964,7 @@ mpg_queue_get_async (MpgQueue            *self,
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_queue_get_finish (MpgQueue      *self,
@@ -2035,7 +2035,7 @@ watch_dispatch (MpgQueue     *self,
  * Returns: the ID of the watch's #GSource in its main context, or 0 if
  *   the queue is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_queue_add_watch (MpgQueue          *self,
@@ -2087,7 +2087,7 @@ mpg_queue_add_watch (MpgQueue          *self,
  *
  * Returns: the number of messages in the queue, 0 if it is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_queue_qsize (MpgQueue *self)
@@ -2116,7 +2116,7 @@ mpg_queue_qsize (MpgQueue *self)
  *
  * Returns: %TRUE if no message is waiting, or the queue is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_empty (MpgQueue *self)
@@ -2147,7 +2147,7 @@ mpg_queue_empty (MpgQueue *self)
  *
  * Returns: %TRUE if the queue is full; %FALSE if it is closed
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_full (MpgQueue *self)
@@ -2179,7 +2179,7 @@ mpg_queue_full (MpgQueue *self)
  *
  * Closing a closed queue does nothing. Finalising the object closes it.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_queue_close (MpgQueue *self)
@@ -2220,7 +2220,7 @@ mpg_queue_close (MpgQueue *self)
  *
  * Returns: %TRUE on success
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_task_done (MpgQueue  *self,
@@ -2282,7 +2282,7 @@ mpg_queue_task_done (MpgQueue  *self,
  *
  * Returns: %TRUE once no task is unfinished
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_join (MpgQueue      *self,
@@ -2357,7 +2357,7 @@ mpg_queue_join (MpgQueue      *self,
  *
  * Returns: %TRUE once nothing is left to send
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_queue_join_thread (MpgQueue      *self,
@@ -2421,7 +2421,7 @@ mpg_queue_join_thread (MpgQueue      *self,
  * this process only: a child started afterwards waits for its own
  * buffer again.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_queue_cancel_join_thread (MpgQueue *self)
@@ -2457,7 +2457,7 @@ mpg_queue_cancel_join_thread (MpgQueue *self)
  * Returns: (transfer full): a new `(hhh)` value (not floating), or %NULL
  *   with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_queue_to_handle (MpgQueue     *self,
@@ -2548,7 +2548,7 @@ check_shared_block (int      fd,
  *
  * Returns: (transfer full): the queue, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgQueue *
 mpg_queue_new_from_handle (GVariant     *handle,

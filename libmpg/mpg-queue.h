@@ -34,7 +34,7 @@ G_DECLARE_FINAL_TYPE (MpgQueue, mpg_queue, MPG, QUEUE, GObject)
  *
  * Returns: %G_SOURCE_CONTINUE to keep watching, %G_SOURCE_REMOVE to stop
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef gboolean (*MpgQueueWatchFunc) (MpgQueue *queue,
                                        GVariant *value,

@@ -26,7 +26,7 @@ static gint default_start_method = MPG_START_METHOD_FORK;
  *
  * Returns: the number of usable CPUs, at least 1
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_cpu_count (void)
@@ -55,7 +55,7 @@ mpg_cpu_count (void)
  *
  * Returns: the default start method (never %MPG_START_METHOD_DEFAULT)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgStartMethod
 mpg_get_start_method (void)
@@ -73,7 +73,7 @@ mpg_get_start_method (void)
  *
  * Processes that are already running are not affected.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_set_start_method (MpgStartMethod method)
@@ -105,7 +105,7 @@ mpg_set_start_method (MpgStartMethod method)
  * The function is called with an internal lock held: it must not start
  * processes itself.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_set_fork_func (MpgForkFunc    fork_func,

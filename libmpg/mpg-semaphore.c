@@ -59,7 +59,7 @@
  * Like [class@Mpg.Lock], a semaphore is a page of shared memory and a file
  * descriptor in each process, with nothing left in the file system.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define MAX_HOLDERS 64
@@ -230,7 +230,7 @@ mpg_semaphore_class_init (MpgSemaphoreClass *klass)
    * The number of units available: the initial value when constructing,
    * then what [method@Mpg.Semaphore.get_value] returns.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_VALUE] =
     g_param_spec_uint ("value", NULL, NULL,
@@ -243,7 +243,7 @@ mpg_semaphore_class_init (MpgSemaphoreClass *klass)
    * Whether a release that would raise the value above the initial value
    * fails, as with Python's `BoundedSemaphore`.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_BOUNDED] =
     g_param_spec_boolean ("bounded", NULL, NULL,
@@ -281,7 +281,7 @@ check_ready (MpgSemaphore  *self,
  * Returns: (transfer full): the semaphore, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSemaphore *
 mpg_semaphore_new (guint    value,
@@ -304,7 +304,7 @@ mpg_semaphore_new (guint    value,
  * Returns: (transfer full): the semaphore, or %NULL with @error set if its
  *   shared memory could not be created (too many open files)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSemaphore *
 mpg_semaphore_new_bounded (guint    value,
@@ -463,7 +463,7 @@ acquire_as (MpgSemaphore        *self,
  *   @timeout_msec passed first (Python returns `False`), or
  *   %G_IO_ERROR_CANCELLED
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_semaphore_acquire (MpgSemaphore  *self,
@@ -508,7 +508,7 @@ acquire_thread (gpointer      source,
  * The wait happens in a thread of its own. Cancelling @cancellable fails
  * the call with %G_IO_ERROR_CANCELLED, and no unit is taken.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_semaphore_acquire_async (MpgSemaphore        *self,
@@ -544,7 +544,7 @@ mpg_semaphore_acquire_async (MpgSemaphore        *self,
  *
  * Returns: %TRUE if a unit was taken; %FALSE with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_semaphore_acquire_finish (MpgSemaphore  *self,
@@ -569,7 +569,7 @@ mpg_semaphore_acquire_finish (MpgSemaphore  *self,
  *   semaphore is bounded and already at its initial value (Python's
  *   `ValueError`)
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_semaphore_release (MpgSemaphore  *self,
@@ -621,7 +621,7 @@ mpg_semaphore_release (MpgSemaphore  *self,
  *
  * Returns: the value
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_semaphore_get_value (MpgSemaphore *self)
@@ -647,7 +647,7 @@ mpg_semaphore_get_value (MpgSemaphore *self)
  *
  * Returns: %TRUE for a bounded semaphore
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gboolean
 mpg_semaphore_get_bounded (MpgSemaphore *self)
@@ -668,7 +668,7 @@ mpg_semaphore_get_bounded (MpgSemaphore *self)
  * Returns: the bound (0 for a semaphore that is not bounded, or bounded
  *   at 0: see [method@Mpg.Semaphore.get_bounded])
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint
 mpg_semaphore_get_max_value (MpgSemaphore *self)
@@ -694,7 +694,7 @@ mpg_semaphore_get_max_value (MpgSemaphore *self)
  * Returns: (transfer full): the handle (not floating), or %NULL with @error set if
  *   the file descriptor could not be added
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_semaphore_to_handle (MpgSemaphore  *self,
@@ -724,7 +724,7 @@ mpg_semaphore_to_handle (MpgSemaphore  *self,
  * Returns: (transfer full): the semaphore, or %NULL with
  *   %G_IO_ERROR_INVALID_ARGUMENT if @handle does not describe one
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSemaphore *
 mpg_semaphore_new_from_handle (GVariant     *handle,

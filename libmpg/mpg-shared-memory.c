@@ -98,7 +98,7 @@
  * `g_initable_new (MPG_TYPE_SHARED_MEMORY, NULL, &error, "size", 4096, NULL)`
  * is [ctor@Mpg.SharedMemory.new].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 
 #define HANDLE_TYPE "(sth)"
@@ -304,7 +304,7 @@ mpg_shared_memory_class_init (MpgSharedMemoryClass *klass)
    *
    * A block rebuilt from a handle has the name that its creator gave it.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_NAME] =
     g_param_spec_string ("name", NULL, NULL,
@@ -316,7 +316,7 @@ mpg_shared_memory_class_init (MpgSharedMemoryClass *klass)
    *
    * The size of the memory in bytes, at least 1. It never changes.
    *
-   * Since: 1.0
+   * Since: 0.1
    */
   properties[PROP_SIZE] =
     g_param_spec_uint64 ("size", NULL, NULL,
@@ -349,7 +349,7 @@ mpg_shared_memory_init (MpgSharedMemory *self)
  *
  * Returns: (transfer full): the shared memory, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSharedMemory *
 mpg_shared_memory_new (const char  *name,
@@ -372,7 +372,7 @@ mpg_shared_memory_new (const char  *name,
  *
  * Returns: (transfer none): the name
  *
- * Since: 1.0
+ * Since: 0.1
  */
 const char *
 mpg_shared_memory_get_name (MpgSharedMemory *self)
@@ -390,7 +390,7 @@ mpg_shared_memory_get_name (MpgSharedMemory *self)
  *
  * Returns: the size
  *
- * Since: 1.0
+ * Since: 0.1
  */
 gsize
 mpg_shared_memory_get_size (MpgSharedMemory *self)
@@ -411,7 +411,7 @@ mpg_shared_memory_get_size (MpgSharedMemory *self)
  *
  * Returns: (array length=out_size) (transfer none): the memory
  *
- * Since: 1.0
+ * Since: 0.1
  */
 guint8 *
 mpg_shared_memory_get_data (MpgSharedMemory *self,
@@ -440,7 +440,7 @@ mpg_shared_memory_get_data (MpgSharedMemory *self,
  *
  * Returns: (transfer full): the memory as bytes
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GBytes *
 mpg_shared_memory_get_bytes (MpgSharedMemory *self)
@@ -462,7 +462,7 @@ mpg_shared_memory_get_bytes (MpgSharedMemory *self)
  *
  * Returns: the file descriptor
  *
- * Since: 1.0
+ * Since: 0.1
  */
 int
 mpg_shared_memory_get_fd (MpgSharedMemory *self)
@@ -493,7 +493,7 @@ mpg_shared_memory_get_fd (MpgSharedMemory *self)
  * Returns: (transfer full): a new `(sth)` value (not floating), or %NULL
  *   with @error set if @fd_list is full
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GVariant *
 mpg_shared_memory_to_handle (MpgSharedMemory  *self,
@@ -594,7 +594,7 @@ check_memfd (int       fd,
  *
  * Returns: (transfer full): the shared memory, or %NULL with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 MpgSharedMemory *
 mpg_shared_memory_new_from_handle (GVariant     *handle,

@@ -40,7 +40,7 @@
  * Task functions run by name must be exported: from a shared library, or
  * from the program linked with `-rdynamic` (meson: `export_dynamic: true`).
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_init (int    *argc,
@@ -58,7 +58,7 @@ mpg_init (int    *argc,
  * whose workers start from a script of their own call it there, after
  * [func@Mpg.set_task_dispatcher].
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_worker_main (void)
@@ -139,7 +139,7 @@ static GDestroyNotify dispatcher_destroy;
  * the environment (plus a variable that tells it it is a worker), stdin,
  * stdout and stderr, and no other fd.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_set_spawn_command (const char * const *argv)
@@ -170,7 +170,7 @@ mpg_set_spawn_command (const char * const *argv)
  * progress (JavaScript's `import()`, promises) must push that one while it
  * runs.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 void
 mpg_set_task_dispatcher (MpgDispatchFunc dispatcher_func,

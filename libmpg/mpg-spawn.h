@@ -32,7 +32,7 @@ G_BEGIN_DECLS
  * Returns: (transfer full) (nullable): the task's result, %NULL for none
  *   or with @error set
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef GVariant *(*MpgDispatchFunc) (const char   *name,
                                       GVariant     *arg,

@@ -35,7 +35,7 @@ G_BEGIN_DECLS
  *
  * Returns: (transfer full) (nullable): the result, or %NULL
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef GVariant *(*MpgTaskFunc) (GVariant  *arg,
                                   gpointer   user_data,
@@ -55,7 +55,7 @@ typedef GVariant *(*MpgTaskFunc) (GVariant  *arg,
  *
  * How a child process is started; Python's `multiprocessing` start methods.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef enum
 {
@@ -85,7 +85,7 @@ typedef enum
  * libmpg's MPI module (built when MPI is found); see the "Running on a
  * cluster" guide.
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef enum
 {
@@ -108,7 +108,7 @@ typedef enum
  *
  * Returns: the child's process ID, 0 in the child, or a negative value
  *
- * Since: 1.0
+ * Since: 0.1
  */
 typedef gint (*MpgForkFunc) (gpointer user_data);
 

@@ -113,7 +113,7 @@ object_fd (GObject   *object,
  *   @objects that are ready (empty if the timeout expired), or %NULL on
  *   error
  *
- * Since: 1.0
+ * Since: 0.1
  */
 GPtrArray *
 mpg_wait (GPtrArray     *objects,

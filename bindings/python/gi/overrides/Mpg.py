@@ -791,11 +791,9 @@ _START_METHODS = {'fork': Mpg.StartMethod.FORK, 'spawn': Mpg.StartMethod.SPAWN,
 
 
 def _start_method_not_implemented(method):
-    return NotImplementedError(
-        "the %r start method is not available in libmpg's Python layer yet: only "
-        "'fork' is, where any callable (lambdas and closures too) runs in the "
-        "child. (With spawn and forkserver, tasks will have to be functions "
-        "found by module:qualname.)" % method)
+    # multiprocessing raises ValueError for an unknown method name.
+    return ValueError('cannot find context for %r: the start methods are %s'
+                      % (method, ', '.join(repr(m) for m in _START_METHODS)))
 
 
 def _mp_process_main(args):
