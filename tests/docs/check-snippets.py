@@ -641,13 +641,14 @@ def diagnostics(text, limit=80):
 
 
 def main():
-    parser = argparse.ArgumentParser(description='Check the code blocks of docs/*.md')
+    parser = argparse.ArgumentParser(description='Check the code blocks of docs/*.md and README.md')
     parser.add_argument('--build', required=True, help='the build directory')
     parser.add_argument('--source', required=True, help='the source directory')
     parser.add_argument('pages', nargs='*', metavar='PAGE.md')
     args = parser.parse_args()
 
-    pages = args.pages or sorted(glob.glob(os.path.join(args.source, 'docs', '*.md')))
+    pages = args.pages or (sorted(glob.glob(os.path.join(args.source, 'docs', '*.md'))) +
+                           [os.path.join(args.source, 'README.md')])
     checker = Checker(args.build, args.source)
 
     tests = []          # (description, block or None, problem or None)
