@@ -134,9 +134,9 @@ for i in 0 1; do
   n=${ns[$i]}
   err=$(ip link add "$n" type veth peer name eth0 netns "$n" 2>&1) || skip "veth: $err"
   ip link set "$n" master "$bridge" up
-  ip -n "$n" link set lo up
-  ip -n "$n" addr add "$subnet.$((i + 2))/24" dev eth0
-  ip -n "$n" link set eth0 up
+  nsenter --net="/run/netns/$n" -- ip link set lo up
+  nsenter --net="/run/netns/$n" -- ip addr add "$subnet.$((i + 2))/24" dev eth0
+  nsenter --net="/run/netns/$n" -- ip link set eth0 up
   hosts+=("$subnet.$((i + 2))")
 done
 
