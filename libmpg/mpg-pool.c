@@ -1753,6 +1753,13 @@ count_live_workers_locked (MpgPool *self)
   return n;
 }
 
+/* Whether workers find functions by name: spawned ones, and remote ones. */
+static gboolean
+finds_by_name (MpgPool *self)
+{
+  return self->start_method != MPG_START_METHOD_FORK || self->backend != MPG_POOL_BACKEND_LOCAL;
+}
+
 /* Forks a worker that knows every function added so far. Releases the
  * lock while forking: a binding's fork function may need to wait for a
  * thread that is itself waiting for this lock. */
@@ -1793,7 +1800,7 @@ spawn_worker_locked (MpgPool  *self,
       start->functions[i].name = NULL;   /* named tasks come by name */
       start->functions[i].chunked = function->chunked;
     }
-  if (self->start_method != MPG_START_METHOD_FORK || self->backend != MPG_POOL_BACKEND_LOCAL)
+  if (finds_by_name (self))
     {
       worker->spawned = TRUE;
       worker->known_functions = G_MAXUINT;
@@ -2942,13 +2949,6 @@ mpg_pool_dup_worker_pids (MpgPool *self)
   g_mutex_unlock (&self->mutex);
 
   return pids;
-}
-
-/* Whether workers find functions by name: spawned ones, and remote ones. */
-static gboolean
-finds_by_name (MpgPool *self)
-{
-  return self->start_method != MPG_START_METHOD_FORK || self->backend != MPG_POOL_BACKEND_LOCAL;
 }
 
 static guint

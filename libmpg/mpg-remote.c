@@ -614,37 +614,49 @@ root_kill (guint id,
     root_peer_lost (slot->peer, error);
 }
 
-/* Frames from the pool to its remote workers. */
+/* Moves the frames waiting on @slot's socket to @peer, both ways the
+ * same: the pool's to its worker's rank, a local worker's to the root.
+ * Sets @slot->eof at the end of the stream. Returns whether anything
+ * happened; @error is set if @peer is lost. */
 static gboolean
-root_read_slot (Slot *slot)
+forward_slot (Slot    *slot,
+              guint    peer,
+              GError **error)
 {
   gboolean active = FALSE;
 
   while (!slot->eof)
     {
-      g_autoptr(GError) error = NULL;
-      g_autoptr(GVariant) message = _mpg_channel_receive (slot->fd, MAX_MESSAGE, 0, NULL, NULL, &error);
+      g_autoptr(GError) local_error = NULL;
+      g_autoptr(GVariant) message = _mpg_channel_receive (slot->fd, MAX_MESSAGE, 0, NULL, NULL,
+                                                          &local_error);
 
-      if (message == NULL && g_error_matches (error, MPG_ERROR, MPG_ERROR_TIMEOUT))
+      if (message == NULL && g_error_matches (local_error, MPG_ERROR, MPG_ERROR_TIMEOUT))
         break;
       active = TRUE;
       if (message == NULL)
-        {
-          /* The pool shut its channel: the worker's ends too. */
-          slot->eof = TRUE;
-          g_clear_error (&error);
-          if (!send_message (slot->peer, MPG_REMOTE_TAG_CLOSE, slot->id,
-                             g_variant_new_uint32 (slot->id), &error))
-            root_peer_lost (slot->peer, error);
-          break;
-        }
-      if (!send_message (slot->peer, MPG_REMOTE_TAG_FRAME, slot->id,
-                         g_variant_new ("(uv)", slot->id, message), &error))
-        {
-          root_peer_lost (slot->peer, error);
-          break;
-        }
+        slot->eof = TRUE;
+      else if (!send_message (peer, MPG_REMOTE_TAG_FRAME, slot->id,
+                              g_variant_new ("(uv)", slot->id, message), error))
+        break;
     }
+  return active;
+}
+
+/* Frames from the pool to its remote workers. */
+static gboolean
+root_read_slot (Slot *slot)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean was_eof = slot->eof;
+  gboolean active = forward_slot (slot, slot->peer, &error);
+
+  /* The pool shut its channel: the worker's ends too. */
+  if (error == NULL && slot->eof && !was_eof)
+    send_message (slot->peer, MPG_REMOTE_TAG_CLOSE, slot->id, g_variant_new_uint32 (slot->id),
+                  &error);
+  if (error != NULL)
+    root_peer_lost (slot->peer, error);
   return active;
 }
 
@@ -1134,38 +1146,15 @@ relay_start (guint     id,
   send_message (0, MPG_REMOTE_TAG_STARTED, id, g_variant_new ("(uis)", id, slot->pid, where), NULL);
 }
 
-/* Frames from a local worker to the root. */
-static gboolean
-relay_read_slot (Slot *slot)
-{
-  gboolean active = FALSE;
-
-  while (!slot->eof)
-    {
-      g_autoptr(GError) error = NULL;
-      g_autoptr(GVariant) message = _mpg_channel_receive (slot->fd, MAX_MESSAGE, 0, NULL, NULL, &error);
-
-      if (message == NULL && g_error_matches (error, MPG_ERROR, MPG_ERROR_TIMEOUT))
-        break;
-      active = TRUE;
-      if (message == NULL)
-        {
-          slot->eof = TRUE;
-          break;
-        }
-      send_message (0, MPG_REMOTE_TAG_FRAME, slot->id, g_variant_new ("(uv)", slot->id, message), NULL);
-    }
-  return active;
-}
-
 static void
 relay_reap (Slot *slot)
 {
   int status = 0;
   gint code;
 
-  /* Whatever it sent before it died goes first. */
-  relay_read_slot (slot);
+  /* Whatever it sent before it died goes first (a lost root shows in
+   * the main loop's receive). */
+  forward_slot (slot, 0, NULL);
   while (waitpid (slot->pid, &status, 0) < 0 && errno == EINTR)
     ;
   code = WIFSIGNALED (status) ? -WTERMSIG (status) : WEXITSTATUS (status);
@@ -1251,7 +1240,7 @@ _mpg_remote_relay_main (void)
           Slot *slot = g_ptr_array_index (polled, i);
 
           if (pfd->revents != 0 && pfd->fd == slot->fd)
-            active |= relay_read_slot (slot);
+            active |= forward_slot (slot, 0, NULL);
         }
       for (guint i = 0; i < pollfds->len; i++)
         {

@@ -407,17 +407,6 @@ test_timeout (void)
   g_assert_cmpint (g_variant_get_int32 (result), ==, 5);
 }
 
-static void
-cancel_done_cb (GObject      *source,
-                GAsyncResult *result,
-                gpointer      data)
-{
-  AsyncState *state = data;
-
-  state->results = mpg_pool_map_finish (MPG_POOL (source), result, &state->error);
-  g_main_loop_quit (state->loop);
-}
-
 static gboolean
 cancel_cb (gpointer data)
 {
@@ -435,7 +424,7 @@ test_cancel (void)
   gint64 start = g_get_monotonic_time ();
 
   state.loop = g_main_loop_new (NULL, FALSE);
-  mpg_pool_map_async (shared_pool, slow, items, 1, cancellable, cancel_done_cb, &state);
+  mpg_pool_map_async (shared_pool, slow, items, 1, cancellable, map_done_cb, &state);
   g_timeout_add (250, cancel_cb, cancellable);
   g_main_loop_run (state.loop);
   g_assert_null (state.results);
